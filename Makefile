@@ -1,0 +1,44 @@
+# Set-up and every entry point. A fresh machine needs only Python 3.11 and the package registries:
+# `make setup` makes the venv, `make data` fetches the demo photographs (Debian package, no install).
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+DATA := input/mini-landmarks
+PYTEST_ARGS ?=
+
+export NO_ALBUMENTATIONS_UPDATE := 1
+export TF_CPP_MIN_LOG_LEVEL := 2
+export PYTHONUNBUFFERED := 1
+
+.PHONY: setup data demo test bench lint clean
+
+setup: $(STAMP)
+
+$(STAMP): requirements.txt requirements-dev.txt pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -r requirements.txt -r requirements-dev.txt
+	$(BIN)/python -m pip install -q --no-deps -e .
+	touch $@
+
+data: $(DATA)/train.csv
+
+$(DATA)/train.csv: $(STAMP) src/landmarks/data/demo.py
+	$(BIN)/python -m landmarks demo-data --out $(DATA)
+
+demo: data
+	$(BIN)/python -m landmarks demo
+
+test: data
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+bench: data
+	@for script in bench/*.py; do echo "== $$script"; $(BIN)/python $$script || exit 1; done
+
+lint: setup
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
+
+clean:
+	rm -rf output/* $(DATA)

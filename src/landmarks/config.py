@@ -1,0 +1,191 @@
+"""One `Config` dataclass holding every knob of a run, with YAML/JSON load and save.
+
+Presets in configs/*.yaml name only the keys they change; everything else comes from the
+defaults below. `--set key=value` overrides are parsed as YAML scalars/lists
+(`--set image_size=512`, `--set tta_scales=[0.7071,1,1.4142]`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import typing
+from dataclasses import dataclass, field
+
+from landmarks.errors import ConfigError
+
+
+@dataclass
+class Config:
+    """Every setting of the pipeline. Units are given per field; sizes are pixels."""
+
+    # --- run ------------------------------------------------------------------------------
+    run_name: str = "run"  # run folder is output_dir/run_name
+    output_dir: str = "output"  # local path or gs://
+    seed: int = 42
+
+    # --- data -----------------------------------------------------------------------------
+    data_dir: str = "input/mini-landmarks"  # GLDv2-layout folder (train.csv, train/, test/, index/)
+    records_dir: str = "output/tfrecords"  # folder of <split>-SSSSS-of-NNNNN.tfrec + manifest.json
+    train_split: str = "train"  # shard prefix of the training records
+    holdout_split: str = "holdout"  # shard prefix of the validation records ("" = none)
+    image_size: int = 256  # square training/embedding input, a multiple of 32
+    batch_size: int = 32  # PER REPLICA; global batch = batch_size * replicas
+    augment: str = "tf"  # "tf" (in-graph, TPU-safe), "albumentations" (CPU/GPU only) or "none"
+    shuffle_buffer: int = 2048  # examples
+
+    # --- model ----------------------------------------------------------------------------
+    backbone: str = "efficientnet_b0"  # see landmarks.models.BACKBONES
+    weights: str | None = None  # None, "imagenet", "noisy-student" or a weights file path
+    head: str = "dolg"  # "dolg", or "gem" (global-only ablation)
+    embedding_dim: int = 512
+    local_dim: int = 512  # channels of the DOLG local branch (and of the fused global vector)
+    dilations: list[int] = field(default_factory=lambda: [6, 12, 18])  # MultiAtrous rates
+    gem_p: float = 3.0  # initial GeM exponent (trainable)
+    dropout: float = 0.0  # before the embedding neck
+    num_classes: int = 0  # 0 = read from the label map beside the records
+    arcface_k: int = 3  # sub-centres per class
+    arcface_scale: float = 30.0
+    arcface_margin: float = 0.3  # used when dynamic_margins is false
+    dynamic_margins: bool = True  # per-class margins from class counts (2021 winner)
+    margin_low: float = 0.05
+    margin_high: float = 0.5
+
+    # --- training -------------------------------------------------------------------------
+    epochs: int = 10
+    steps_per_epoch: int = 0  # 0 = one pass over the training records
+    optimizer: str = "adamw"  # "adamw" or "sgd" (momentum 0.9)
+    learning_rate: float = 1e-3  # peak learning rate of the head (after warmup)
+    weight_decay: float = 1e-4
+    warmup_epochs: float = 1.0
+    min_learning_rate: float = 1e-6  # floor of the cosine decay
+    backbone_lr_multiplier: float = 0.1  # backbone learning rate = learning_rate * this
+    clip_norm: float = 10.0  # global gradient-norm clip (0 = off)
+    label_smoothing: float = 0.0
+    precision: str = "auto"  # "auto" (TPU bf16, GPU fp16, CPU fp32), "float32", "mixed_float16", "mixed_bfloat16"
+    jit_compile: str = "auto"  # "auto" (on for TPU only), "true", "false"
+    steps_per_execution: int = 1
+    validate_every: int = 1  # epochs between validation GAP runs (0 = never)
+    validation_queries: int = 2000  # at most this many holdout images per validation
+    validation_index: int = 20000  # at most this many train images as the kNN index
+
+    # --- inference ------------------------------------------------------------------------
+    model_path: str = ""  # embed_model.keras; "" = output_dir/run_name/embed_model.keras
+    knn_backend: str = "tf"  # "tf" (chunked matmul + top_k) or "faiss"
+    knn_k: int = 10  # neighbours for recognition voting
+    tta_flip: bool = False
+    tta_scales: list[float] = field(default_factory=lambda: [1.0])
+    embed_dtype: str = "float32"  # or "float16" for saved embeddings
+    non_landmark_penalty: bool = True  # 2020/2021 winners' non-landmark penalty
+    non_landmark_top_n: int = 5
+    query_expansion_alpha: float = 0.0  # 0 = off; alpha-QE / DBA exponent
+    query_expansion_k: int = 2
+    label_rerank: bool = False  # 2021 winner's retrieval re-ranking through train labels
+
+    # --- I/O --------------------------------------------------------------------------------
+
+    @classmethod
+    def from_dict(cls, values: dict, source: str = "dict") -> Config:
+        """Build a Config from `values`, naming `source` and the key in any error."""
+        config = cls()
+        config.update(values, source=source)
+        return config
+
+    @classmethod
+    def load(cls, path: str, overrides: typing.Sequence[str] = ()) -> Config:
+        """Read a YAML or JSON file, then apply `key=value` overrides."""
+        import yaml
+
+        from landmarks.io_utils import read_text
+
+        try:
+            text = read_text(path)
+        except FileNotFoundError as error:
+            raise ConfigError(f"config file not found: {path}") from error
+        try:
+            values = yaml.safe_load(text) or {}
+        except yaml.YAMLError as error:
+            raise ConfigError(f"{path}: not valid YAML: {error}") from error
+        if not isinstance(values, dict):
+            raise ConfigError(f"{path}: expected a mapping of key: value, got {type(values).__name__}")
+        config = cls.from_dict(values, source=path)
+        config.apply_overrides(overrides)
+        return config
+
+    def apply_overrides(self, overrides: typing.Sequence[str]) -> None:
+        """Apply `key=value` strings; values are parsed as YAML (`true`, `3`, `[1, 2]`, `null`)."""
+        import yaml
+
+        for item in overrides:
+            if "=" not in item:
+                raise ConfigError(f"--set {item!r}: expected key=value")
+            key, raw = item.split("=", 1)
+            try:
+                value = yaml.safe_load(raw) if raw != "" else ""
+            except yaml.YAMLError as error:
+                raise ConfigError(f"--set {item!r}: value is not valid YAML: {error}") from error
+            self.update({key.strip(): value}, source="--set")
+
+    def update(self, values: dict, source: str = "dict") -> None:
+        """Set each key after checking that it exists and that its value has the right type."""
+        hints = typing.get_type_hints(type(self))
+        known = {f.name for f in dataclasses.fields(self)}
+        for key, value in values.items():
+            if key not in known:
+                close = [k for k in known if k.split("_")[0] == str(key).split("_")[0]]
+                hint = f" (did you mean {', '.join(sorted(close))}?)" if close else ""
+                raise ConfigError(f"{source}: unknown config key {key!r}{hint}")
+            setattr(self, key, _coerce(value, hints[key], f"{source}: {key}"))
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def save(self, path: str) -> None:
+        """Write YAML (or JSON when `path` ends in .json), atomically."""
+        import yaml
+
+        from landmarks.io_utils import write_text_atomic
+
+        if path.endswith(".json"):
+            text = json.dumps(self.to_dict(), indent=2) + "\n"
+        else:
+            text = yaml.safe_dump(self.to_dict(), sort_keys=False)
+        write_text_atomic(path, text)
+
+    @property
+    def run_dir(self) -> str:
+        """output_dir/run_name: checkpoints, embed_model.keras, config.yaml, history.csv."""
+        return os.path.join(self.output_dir, self.run_name)
+
+
+def _coerce(value, hint, where: str):
+    """Check `value` against the type `hint` of a field; ints are accepted for floats."""
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin is typing.Union or type(hint).__name__ == "UnionType":
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(value, inner[0], where)
+    if origin is list:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        return [_coerce(v, args[0], f"{where}[{i}]") for i, v in enumerate(value)]
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: expected true or false, got {value!r}")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{where}: expected an integer, got {value!r}")
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{where}: expected a number, got {value!r}")
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{where}: expected a string, got {value!r}")
+        return value
+    return value
