@@ -1,0 +1,31 @@
+"""Shared pytest fixtures. Every test runs on CPU with weights=None.
+
+Fixtures that build data are session-scoped: built once, shared by every test module.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def mini_landmarks(tmp_path_factory) -> Path:
+    """The mini-landmarks GLDv2-layout folder: input/mini-landmarks as built by `make data`,
+    or, when that is absent, a fresh build (seed 0) in a temporary folder."""
+    built = REPO / "input" / "mini-landmarks"
+    if (built / "train.csv").exists():
+        return built
+    from landmarks.data.demo import build_demo_data
+
+    out = tmp_path_factory.mktemp("data") / "mini-landmarks"
+    build_demo_data(out, seed=0)
+    return out
