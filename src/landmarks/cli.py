@@ -26,6 +26,119 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 _REGISTRARS: list = []
 
 
+def _register_kaggle(subparsers) -> None:
+    """`kaggle download|publish|wheelhouse|submit`: move data, models and wheels to and from Kaggle."""
+    parser = subparsers.add_parser(
+        "kaggle", help="download competition data, publish datasets, build offline wheels, submit"
+    )
+    actions = parser.add_subparsers(dest="kaggle_action", metavar="<action>", required=True)
+
+    download = actions.add_parser("download", help="download and unzip competition data")
+    download.add_argument(
+        "--competition",
+        action="append",
+        default=None,
+        help="competition slug (repeatable); default: landmark-recognition-2021 and "
+        "landmark-retrieval-2021, each into OUT/<competition>",
+    )
+    download.add_argument("--out", default="input", help="folder for the data (default: input)")
+    download.add_argument("--no-unzip", action="store_true", help="keep the zip archive")
+    download.add_argument("--force", action="store_true", help="download again even if present")
+
+    publish = actions.add_parser(
+        "publish", help="upload a folder (or the landmarks wheel) as a Kaggle dataset"
+    )
+    source = publish.add_mutually_exclusive_group(required=True)
+    source.add_argument("--folder", help="folder to upload: TFRecords, a run folder, a wheelhouse")
+    source.add_argument(
+        "--package", action="store_true", help="build the landmarks wheel and upload it"
+    )
+    publish.add_argument("--slug", required=True, help="dataset slug, 6-50 of [a-z0-9-]")
+    publish.add_argument("--owner", help="Kaggle user name (default: the credentials' user)")
+    publish.add_argument("--title", help="dataset title, 6-50 characters (default: from slug)")
+    publish.add_argument("--license", default="CC0-1.0", help="license name (default: CC0-1.0)")
+    publish.add_argument("--public", action="store_true", help="create it public (default private)")
+    publish.add_argument("--message", default="New version from landmarks", help="version notes")
+    publish.add_argument(
+        "--dir-mode",
+        default="zip",
+        choices=("zip", "tar", "skip"),
+        help="how sub-folders are uploaded (default: zip)",
+    )
+    publish.add_argument(
+        "--staging",
+        default="output/kaggle/package",
+        help="with --package: folder where the wheel is built (default: output/kaggle/package)",
+    )
+
+    wheelhouse = actions.add_parser(
+        "wheelhouse", help="wheels of the requirements + landmarks for offline notebooks"
+    )
+    wheelhouse.add_argument("--out", default="output/kaggle/wheels", help="folder for the wheels")
+    wheelhouse.add_argument("--requirements", default="requirements.txt")
+    wheelhouse.add_argument("--python-version", default="3.11", help="Kaggle image's Python")
+    wheelhouse.add_argument("--platform", default="manylinux_2_28_x86_64")
+    wheelhouse.add_argument(
+        "--skip",
+        action="append",
+        default=[],
+        help="requirement to leave out, e.g. tensorflow (repeatable)",
+    )
+    wheelhouse.add_argument("--no-package", action="store_true", help="leave out landmarks itself")
+
+    submit = actions.add_parser("submit", help="submit a file to a competition")
+    submit.add_argument("--competition", default="landmark-recognition-2021")
+    submit.add_argument("--file", required=True, help="submission file, e.g. submission.csv")
+    submit.add_argument("--message", default="landmarks submission")
+    parser.set_defaults(handler=_run_kaggle)
+
+
+def _run_kaggle(args) -> int:
+    from landmarks import kaggle_io
+
+    if args.kaggle_action == "download":
+        competitions = args.competition or list(kaggle_io.DEFAULT_COMPETITIONS)
+        for competition in competitions:
+            folder = kaggle_io.download_competition(
+                competition,
+                os.path.join(args.out, competition),
+                unzip=not args.no_unzip,
+                force=args.force,
+            )
+            print(f"{competition}: {folder}")
+    elif args.kaggle_action == "publish":
+        options = dict(
+            owner=args.owner,
+            title=args.title,
+            license_name=args.license,
+            public=args.public,
+            message=args.message,
+            dir_mode=args.dir_mode,
+        )
+        if args.package:
+            dataset_id = kaggle_io.publish_package(args.slug, args.staging, **options)
+        else:
+            dataset_id = kaggle_io.publish_dataset(args.folder, args.slug, **options)
+        print(f"published https://www.kaggle.com/datasets/{dataset_id}")
+    elif args.kaggle_action == "wheelhouse":
+        out = kaggle_io.build_wheelhouse(
+            args.out,
+            args.requirements,
+            python_version=args.python_version,
+            platform=args.platform,
+            skip=tuple(args.skip),
+            include_package=not args.no_package,
+        )
+        print(f"wheelhouse: {out}")
+    else:
+        kaggle_io.submit(args.competition, args.file, args.message)
+        print(f"submitted {args.file} to {args.competition}")
+    return 0
+
+
+_REGISTRARS.append(_register_kaggle)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The top-level parser with every command that exists."""
     parser = argparse.ArgumentParser(

@@ -1,0 +1,459 @@
+"""Kaggle from Python and the command line: download competition data, publish a folder as a
+Kaggle dataset (create, or a new version), build an offline wheelhouse, submit a file.
+
+Every Kaggle call runs the official `kaggle` command-line tool as a child process started with an
+argument list (never a shell string). The `kaggle` Python package is not imported here at all:
+importing it without credentials prints a long help text and may exit the interpreter.
+
+Credentials are looked up (`find_credentials`) only to fail early with a clear message and to
+know the secret values; those values are never put on a command line, never logged, and every
+line the child process prints is passed through `redact` before it reaches the screen or an
+error message.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import shutil
+import subprocess
+import sys
+import zipfile
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from landmarks.errors import ConfigError, DataError, LandmarksError
+from landmarks.io_utils import write_text_atomic
+
+LOG = logging.getLogger(__name__)
+
+DEFAULT_COMPETITIONS = ("landmark-recognition-2021", "landmark-retrieval-2021")
+DEFAULT_LICENSE = "CC0-1.0"
+METADATA_FILE = "dataset-metadata.json"
+# Kaggle's notebook image (2025-2026): CPython 3.11 on a glibc 2.35 x86_64 Linux.
+KAGGLE_PYTHON_VERSION = "3.11"
+KAGGLE_PLATFORM = "manylinux_2_28_x86_64"  # pip also accepts every older manylinux tag
+
+_SLUG = re.compile(r"^[a-z0-9](?:[a-z0-9-]{4,48})[a-z0-9]$")  # Kaggle: 6-50 chars
+_NO_CREDENTIALS = (
+    "no Kaggle credentials found: download an API token from https://www.kaggle.com/settings "
+    "and save it as ~/.kaggle/kaggle.json (chmod 600), or set KAGGLE_USERNAME and KAGGLE_KEY, "
+    "or KAGGLE_API_TOKEN (KAGGLE_CONFIG_DIR moves the kaggle.json folder)"
+)
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """Where Kaggle credentials were found. `secrets` (never shown) are the values to redact."""
+
+    source: str  # a description of the place, e.g. "~/.kaggle/kaggle.json"; never a value
+    username: str | None
+    secrets: tuple[str, ...] = field(default=(), repr=False)
+
+
+def find_credentials(environ: dict | None = None, home: str | None = None) -> Credentials | None:
+    """The first credentials the `kaggle` tool would use, or None.
+
+    Looks, in order, at: the token Kaggle's own notebooks provide (KAGGLE_API_V1_TOKEN inside a
+    Kaggle notebook), KAGGLE_API_TOKEN, KAGGLE_USERNAME + KAGGLE_KEY, kaggle.json (in
+    KAGGLE_CONFIG_DIR, ~/.kaggle or ~/.config/kaggle), ~/.kaggle/access_token, and the OAuth
+    cache ~/.kaggle/credentials.json of `kaggle auth login`.
+    """
+    env = os.environ if environ is None else environ
+    home_dir = Path(home or os.path.expanduser("~"))
+    env_secrets = tuple(
+        v for v in (env.get("KAGGLE_KEY"), env.get("KAGGLE_API_TOKEN")) if v and len(v) >= 4
+    )
+    username = env.get("KAGGLE_USERNAME") or None
+
+    if env.get("KAGGLE_KERNEL_RUN_TYPE") and env.get("KAGGLE_API_V1_TOKEN"):
+        token = _read_token(Path(env["KAGGLE_API_V1_TOKEN"]))
+        if token:
+            return Credentials("Kaggle notebook token", username, (token, *env_secrets))
+    if env.get("KAGGLE_API_TOKEN"):
+        value = env["KAGGLE_API_TOKEN"]
+        token = _read_token(Path(value)) if os.path.isfile(value) else value
+        return Credentials(
+            "KAGGLE_API_TOKEN", username, tuple(s for s in (token, *env_secrets) if s)
+        )
+    if username and env.get("KAGGLE_KEY"):
+        return Credentials("KAGGLE_USERNAME/KAGGLE_KEY", username, env_secrets)
+
+    config_dirs = [Path(env["KAGGLE_CONFIG_DIR"])] if env.get("KAGGLE_CONFIG_DIR") else []
+    config_dirs += [
+        home_dir / ".kaggle",
+        Path(env.get("XDG_CONFIG_HOME") or home_dir / ".config") / "kaggle",
+    ]
+    for config_dir in config_dirs:
+        path = config_dir / "kaggle.json"
+        if path.is_file():
+            values = _read_json(path)
+            if not values.get("username") or not values.get("key"):
+                raise ConfigError(f"{path}: expected the keys 'username' and 'key'")
+            return Credentials(
+                str(path), str(values["username"]), (str(values["key"]), *env_secrets)
+            )
+    for name in ("access_token", "access_token.txt"):
+        token = _read_token(home_dir / ".kaggle" / name)
+        if token:
+            return Credentials(str(home_dir / ".kaggle" / name), username, (token, *env_secrets))
+    oauth = home_dir / ".kaggle" / "credentials.json"
+    if oauth.is_file():
+        values = _read_json(oauth)
+        secrets = tuple(str(v) for k, v in values.items() if k != "username" and len(str(v)) >= 8)
+        return Credentials(str(oauth), values.get("username") or username, (*secrets, *env_secrets))
+    return None
+
+
+def require_credentials(environ: dict | None = None, home: str | None = None) -> Credentials:
+    """`find_credentials`, raising LandmarksError with set-up instructions when there are none."""
+    credentials = find_credentials(environ, home)
+    if credentials is None:
+        raise LandmarksError(_NO_CREDENTIALS)
+    return credentials
+
+
+def redact(text: str, secrets) -> str:
+    """`text` with every secret value replaced by `***`."""
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, "***")
+    return text
+
+
+# --- running the tools -----------------------------------------------------------------------
+
+
+def run_tool(
+    command: list[str], *, secrets=(), check: bool = True, echo: bool = True, what: str = ""
+) -> tuple[int, str]:
+    """Run `command` (an argument list; no shell), streaming its redacted output.
+
+    Returns (exit status, redacted output). With `check`, a non-zero status raises
+    LandmarksError quoting the last lines of output (redacted).
+    """
+    what = what or " ".join(command[:3])
+    LOG.info("running %s", redact(" ".join(command), secrets))
+    try:
+        process = subprocess.Popen(
+            command,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            text=True,
+            errors="replace",
+        )
+    except FileNotFoundError as error:
+        raise LandmarksError(f"{command[0]}: command not found ({what})") from error
+    lines: list[str] = []
+    tail: deque[str] = deque(maxlen=15)
+    assert process.stdout is not None
+    for line in process.stdout:
+        clean = redact(line, secrets)
+        lines.append(clean)
+        tail.append(clean.rstrip())
+        if echo:
+            sys.stdout.write(clean)
+            sys.stdout.flush()
+    status = process.wait()
+    if check and status != 0:
+        detail = "\n".join(line for line in tail if line)
+        raise LandmarksError(f"{what} failed with exit status {status}:\n{detail}")
+    return status, "".join(lines)
+
+
+def kaggle_command() -> list[str]:
+    """The `kaggle` executable on PATH, else `python -m kaggle` of this interpreter."""
+    found = shutil.which("kaggle")
+    return [found] if found else [sys.executable, "-m", "kaggle"]
+
+
+def pip_command() -> list[str]:
+    """The `pip` executable on PATH, else `python -m pip` of this interpreter."""
+    found = shutil.which("pip")
+    return [found] if found else [sys.executable, "-m", "pip"]
+
+
+def run_kaggle(
+    args: list[str],
+    *,
+    credentials: Credentials | None = None,
+    check: bool = True,
+    echo: bool = True,
+) -> tuple[int, str]:
+    """Run `kaggle <args>` after checking that credentials exist; see `run_tool`."""
+    credentials = credentials or require_credentials()
+    return run_tool(
+        [*kaggle_command(), *args],
+        secrets=credentials.secrets,
+        check=check,
+        echo=echo,
+        what=f"kaggle {' '.join(args[:2])}",
+    )
+
+
+# --- competition data ------------------------------------------------------------------------
+
+
+def download_competition(
+    competition: str, out_dir: str, *, unzip: bool = True, force: bool = False
+) -> Path:
+    """Download every file of `competition` into `out_dir` and (by default) unzip it there.
+
+    The archive is extracted member by member through temporary names, then deleted; an
+    interrupted run leaves the archive in place, and running again resumes from it.
+    Returns the folder.
+    """
+    credentials = require_credentials()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    archive = out / f"{competition}.zip"
+    if not archive.exists() or force:
+        args = ["competitions", "download", competition, "-p", str(out)]
+        run_kaggle([*args, "--force"] if force else args, credentials=credentials)
+    if unzip:
+        for path in sorted(out.glob("*.zip")):
+            extract_zip(path, out)
+            path.unlink()
+    return out
+
+
+def extract_zip(archive: Path, out_dir: Path) -> None:
+    """Extract `archive` into `out_dir`, refusing members that would land outside it."""
+    root = out_dir.resolve()
+    try:
+        with zipfile.ZipFile(archive) as handle:
+            for member in handle.infolist():
+                target = (root / member.filename).resolve()
+                if target != root and root not in target.parents:
+                    raise DataError(
+                        f"{archive}: member {member.filename!r} points outside {out_dir}"
+                    )
+                if member.is_dir():
+                    target.mkdir(parents=True, exist_ok=True)
+                    continue
+                target.parent.mkdir(parents=True, exist_ok=True)
+                partial = target.with_name(target.name + ".partial")
+                with handle.open(member) as source, open(partial, "wb") as sink:
+                    shutil.copyfileobj(source, sink, 1 << 20)
+                os.replace(partial, target)
+    except zipfile.BadZipFile as error:
+        raise DataError(f"{archive}: not a valid zip archive ({error})") from error
+
+
+# --- datasets --------------------------------------------------------------------------------
+
+
+def write_dataset_metadata(
+    folder: str,
+    slug: str,
+    *,
+    owner: str,
+    title: str | None = None,
+    license_name: str = DEFAULT_LICENSE,
+) -> dict:
+    """Write `folder`/dataset-metadata.json for dataset `owner/slug`; returns the metadata."""
+    if not _SLUG.match(slug):
+        raise ConfigError(
+            f"dataset slug {slug!r}: use 6-50 lowercase letters, digits and hyphens, "
+            "starting and ending with a letter or digit"
+        )
+    title = title or slug.replace("-", " ").title()
+    if not 6 <= len(title) <= 50:
+        raise ConfigError(f"dataset title {title!r}: Kaggle needs 6-50 characters")
+    metadata = {"title": title, "id": f"{owner}/{slug}", "licenses": [{"name": license_name}]}
+    write_text_atomic(os.path.join(folder, METADATA_FILE), json.dumps(metadata, indent=2) + "\n")
+    return metadata
+
+
+def dataset_exists(dataset_id: str, *, credentials: Credentials | None = None) -> bool:
+    """Whether `owner/slug` exists for these credentials (`kaggle datasets status` succeeds)."""
+    status, _ = run_kaggle(
+        ["datasets", "status", dataset_id], credentials=credentials, check=False, echo=False
+    )
+    return status == 0
+
+
+def publish_dataset(
+    folder: str,
+    slug: str,
+    *,
+    owner: str | None = None,
+    title: str | None = None,
+    license_name: str = DEFAULT_LICENSE,
+    public: bool = False,
+    message: str = "New version from landmarks",
+    dir_mode: str = "zip",
+) -> str:
+    """Upload `folder` (TFRecords, a run folder, a wheelhouse...) as the Kaggle dataset
+    `owner/slug`: created when it does not exist, else a new version. Returns "owner/slug".
+
+    `owner` defaults to the credentials' user name. Sub-folders are uploaded per `dir_mode`
+    ("zip", "tar" or "skip", as the kaggle tool takes it).
+    """
+    path = Path(folder)
+    if not path.is_dir():
+        raise DataError(f"{folder}: not a folder, nothing to publish")
+    if not any(p.name != METADATA_FILE for p in path.iterdir()):
+        raise DataError(f"{folder}: the folder is empty, nothing to publish")
+    if dir_mode not in ("zip", "tar", "skip"):
+        raise ConfigError(f"dir_mode {dir_mode!r}: expected zip, tar or skip")
+    credentials = require_credentials()
+    owner = owner or credentials.username
+    if not owner:
+        raise ConfigError(
+            f"dataset owner unknown (credentials from {credentials.source} carry no user name): "
+            "pass --owner or set KAGGLE_USERNAME"
+        )
+    metadata = write_dataset_metadata(
+        folder, slug, owner=owner, title=title, license_name=license_name
+    )
+    dataset_id = metadata["id"]
+    if dataset_exists(dataset_id, credentials=credentials):
+        args = ["datasets", "version", "-p", str(path), "-m", message, "--dir-mode", dir_mode]
+    else:
+        args = ["datasets", "create", "-p", str(path), "--dir-mode", dir_mode]
+        args += ["--public"] if public else []
+    run_kaggle(args, credentials=credentials)
+    return dataset_id
+
+
+# --- the package and its dependencies, offline ---------------------------------------------
+
+
+def project_root() -> Path:
+    """The source tree of `landmarks` (holding pyproject.toml), for building its wheel."""
+    root = Path(__file__).resolve().parents[2]
+    if not (root / "pyproject.toml").is_file():
+        raise ConfigError(
+            f"no pyproject.toml in {root}: build the wheel from a checkout of the landmarks sources"
+        )
+    return root
+
+
+def build_package_wheel(out_dir: str, project: str | None = None) -> Path:
+    """Build the landmarks wheel (no dependencies) into `out_dir`; returns the wheel's path."""
+    source = Path(project) if project else project_root()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    before = set(out.glob("landmarks-*.whl"))
+    run_tool(
+        [*pip_command(), "wheel", "--no-deps", "--wheel-dir", str(out), str(source)],
+        what="pip wheel landmarks",
+    )
+    wheels = sorted(out.glob("landmarks-*.whl"), key=lambda p: p.stat().st_mtime)
+    if not wheels:
+        raise LandmarksError(f"pip wheel wrote no landmarks-*.whl into {out}")
+    new = [w for w in wheels if w not in before]
+    return (new or wheels)[-1]
+
+
+def publish_package(slug: str, staging: str = "output/kaggle/package", **options) -> str:
+    """Build the landmarks wheel alone into `staging` (older landmarks wheels there are removed)
+    and publish that folder as the dataset `slug`; `options` as for `publish_dataset`."""
+    for old in Path(staging).glob("landmarks-*.whl"):
+        old.unlink()
+    print(f"built {build_package_wheel(staging)}")
+    return publish_dataset(staging, slug, **options)
+
+
+def build_wheelhouse(
+    out_dir: str,
+    requirements: str = "requirements.txt",
+    *,
+    python_version: str = KAGGLE_PYTHON_VERSION,
+    platform: str = KAGGLE_PLATFORM,
+    skip: tuple[str, ...] = (),
+    include_package: bool = True,
+) -> Path:
+    """Download binary wheels of `requirements` for Kaggle's Python into `out_dir`, plus the
+    landmarks wheel, for notebooks that run with the internet off:
+    `pip install --no-index --find-links <dataset> landmarks ...`.
+
+    `skip` names projects left out (e.g. tensorflow, which Kaggle's image already has). The
+    requirements actually used are written to `out_dir`/requirements.txt.
+    """
+    req = Path(requirements)
+    if not req.is_file():
+        raise DataError(f"{requirements}: requirements file not found")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    skipped = {_project_name(name) for name in skip}
+    kept = [
+        line
+        for line in req.read_text(encoding="utf-8").splitlines()
+        if line.strip() and not line.lstrip().startswith("#") and _project_name(line) not in skipped
+    ]
+    unknown = skipped - {
+        _project_name(line) for line in req.read_text(encoding="utf-8").splitlines()
+    }
+    if unknown:
+        raise ConfigError(f"--skip {', '.join(sorted(unknown))}: not in {requirements}")
+    write_text_atomic(str(out / "requirements.txt"), "\n".join(kept) + "\n")
+    if kept:
+        run_tool(
+            [
+                *pip_command(),
+                "download",
+                "--requirement",
+                str(out / "requirements.txt"),
+                "--dest",
+                str(out),
+                "--only-binary=:all:",
+                "--implementation",
+                "cp",
+                "--python-version",
+                python_version,
+                "--platform",
+                platform,
+            ],
+            what="pip download",
+        )
+    if include_package:
+        build_package_wheel(str(out))
+    return out
+
+
+def _project_name(requirement: str) -> str:
+    """Normalised project name of a requirement line ("Foo_bar[x]==1" -> "foo-bar")."""
+    name = re.split(r"[\s<>=!~;\[@]", requirement.strip(), maxsplit=1)[0]
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+# --- submissions -----------------------------------------------------------------------------
+
+
+def submit(competition: str, file: str, message: str = "landmarks submission") -> None:
+    """Submit `file` (e.g. submission.csv) to `competition`."""
+    if not os.path.isfile(file):
+        raise DataError(f"{file}: submission file not found")
+    credentials = require_credentials()
+    run_kaggle(
+        ["competitions", "submit", competition, "-f", file, "-m", message], credentials=credentials
+    )
+
+
+# --- helpers ---------------------------------------------------------------------------------
+
+
+def _read_token(path: Path) -> str | None:
+    try:
+        return path.read_text(encoding="utf-8").strip() or None
+    except OSError:
+        return None
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        values = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as error:
+        # The message gives only the position, never the file's content.
+        raise ConfigError(
+            f"{path}: not valid JSON (line {error.lineno}, column {error.colno})"
+        ) from None
+    if not isinstance(values, dict):
+        raise ConfigError(f"{path}: expected a JSON object")
+    return values
