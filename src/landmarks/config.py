@@ -82,6 +82,8 @@ class Config:
     embed_dtype: str = "float32"  # or "float16" for saved embeddings
     non_landmark_penalty: bool = True  # 2020/2021 winners' non-landmark penalty
     non_landmark_top_n: int = 5
+    non_landmark_dir: str = ""  # folder of .jpg photos without landmarks (penalty set); "" = no penalty
+    recognition_threshold: float | None = None  # confidence below it -> empty prediction; None = off
     query_expansion_alpha: float = 0.0  # 0 = off; alpha-QE / DBA exponent
     query_expansion_k: int = 2
     label_rerank: bool = False  # 2021 winner's retrieval re-ranking through train labels
