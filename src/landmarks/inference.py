@@ -1,0 +1,268 @@
+"""Inference: embed the splits, search, vote or rank, write a validated submission.
+
+The building blocks live in one-job modules and are re-exported here:
+  landmarks.embedding    Embeddings, embed (flip / multi-scale TTA), save/load .npz
+  landmarks.knn          knn (exact TF chunked matmul + top_k, faiss flat / IVF / HNSW)
+  landmarks.recognition  recognize (summed-similarity votes), non-landmark penalty
+  landmarks.rerank       alpha query expansion, database augmentation, label re-ranking
+This module holds the two prediction recipes and `run_inference`, the `infer` command.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from landmarks.embedding import Embeddings, embed, load_embeddings, save_embeddings, scaled_size
+from landmarks.errors import ConfigError, DataError
+from landmarks.knn import knn
+from landmarks.recognition import non_landmark_penalties, penalised_knn, recognize
+from landmarks.rerank import database_augmentation, label_rerank, query_expansion
+
+__all__ = [
+    "Embeddings",
+    "embed",
+    "knn",
+    "load_embeddings",
+    "predict_recognition",
+    "predict_retrieval",
+    "recognize",
+    "run_inference",
+    "save_embeddings",
+]
+
+RETRIEVAL_K = 100
+
+
+def predict_recognition(
+    queries,
+    train,
+    train_landmark_ids,
+    *,
+    k: int = 10,
+    backend: str = "tf",
+    non_landmarks=None,
+    non_landmark_top_n: int = 5,
+    threshold: float | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Landmark id (-1 = none) and confidence per query by voting over its k nearest train
+    images, with the non-landmark penalty when `non_landmarks` vectors [M, D] are given.
+
+    queries: float32 [Q, D]; train: float32 [N, D]; train_landmark_ids: int [N].
+    Returns (int64 [Q], float32 [Q]).
+    """
+    k = min(int(k), np.asarray(train).shape[0])
+    if non_landmarks is not None and len(non_landmarks):
+        penalties = non_landmark_penalties(
+            train, non_landmarks, non_landmark_top_n, backend=backend
+        )
+        similarities, indices = penalised_knn(queries, train, penalties, k, backend=backend)
+    else:
+        similarities, indices = knn(queries, train, k, backend=backend)
+    return recognize(similarities, indices, train_landmark_ids, min_confidence=threshold)
+
+
+def predict_retrieval(
+    queries,
+    index,
+    *,
+    k: int = RETRIEVAL_K,
+    backend: str = "tf",
+    expansion_alpha: float = 0.0,
+    expansion_k: int = 2,
+    query_landmarks=None,
+    index_landmarks=None,
+) -> np.ndarray:
+    """Rows of `index` [N, D] ranked for each query [Q, D]: int64 [Q, min(k, N)].
+
+    expansion_alpha > 0: database augmentation of the index, then alpha query expansion of the
+    queries, each with `expansion_k` neighbours. query_landmarks [Q] / index_landmarks [N]
+    (predicted landmark ids, -1 = none): when both are given, label re-ranking.
+    """
+    index = np.asarray(index, np.float32)
+    queries = np.asarray(queries, np.float32)
+    if expansion_alpha > 0 and expansion_k > 0:
+        index = database_augmentation(index, alpha=expansion_alpha, k=expansion_k, backend=backend)
+        queries = query_expansion(
+            queries, index, alpha=expansion_alpha, k=expansion_k, backend=backend
+        )
+    _, ranked = knn(queries, index, min(k, index.shape[0]), backend=backend)
+    if query_landmarks is not None and index_landmarks is not None:
+        ranked = label_rerank(ranked, query_landmarks, index_landmarks)
+    return ranked
+
+
+# --- the `infer` command ----------------------------------------------------------------------
+
+
+def run_inference(config, task: str, out_path: str, *, log=print) -> dict:
+    """Embed with the run's embed_model, predict, write a validated submission to `out_path`.
+
+    Recognition: test queries vote over the train (+ holdout) records. Retrieval: test queries
+    rank the index images (top 100). Test/index images come from test-*/index-* records in
+    config.records_dir when present, else from the image folders in config.data_dir.
+    Returns a summary dict (task, queries, out, embeddings folder).
+    """
+    from landmarks.submission import write_recognition_submission, write_retrieval_submission
+
+    if task not in ("recognition", "retrieval"):
+        raise ConfigError(f"task must be recognition or retrieval, got {task!r}")
+    model = load_embed_model(config)
+    cache = os.path.join(config.run_dir, "embeddings")
+    embedded: dict[str, Embeddings] = {}
+
+    def get(split: str) -> Embeddings:
+        if split not in embedded:
+            log(f"embedding {split} ...")
+            embedded[split] = embed_split(model, config, split)
+            save_embeddings(
+                os.path.join(cache, f"{split}.npz"), embedded[split], dtype=config.embed_dtype
+            )
+            log(f"embedded {len(embedded[split])} {split} images")
+        return embedded[split]
+
+    test = get("test")
+    needs_train = task == "recognition" or config.label_rerank
+    train = train_landmarks = non_landmarks = None
+    if needs_train:
+        train = get("train")
+        train_landmarks = train_landmark_ids(config, train)
+        non_landmarks = non_landmark_vectors(model, config, log)
+
+    def recognise(vectors):
+        return predict_recognition(
+            vectors,
+            train.vectors,
+            train_landmarks,
+            k=config.knn_k,
+            backend=config.knn_backend,
+            non_landmarks=non_landmarks,
+            non_landmark_top_n=config.non_landmark_top_n,
+            threshold=config.recognition_threshold,
+        )
+
+    if task == "recognition":
+        landmarks, confidences = recognise(test.vectors)
+        write_recognition_submission(out_path, test.ids, landmarks, confidences)
+    else:
+        index = get("index")
+        query_landmarks = index_landmarks = None
+        if config.label_rerank:
+            query_landmarks, _ = recognise(test.vectors)
+            index_landmarks, _ = recognise(index.vectors)
+        ranked = predict_retrieval(
+            test.vectors,
+            index.vectors,
+            backend=config.knn_backend,
+            expansion_alpha=config.query_expansion_alpha,
+            expansion_k=config.query_expansion_k,
+            query_landmarks=query_landmarks,
+            index_landmarks=index_landmarks,
+        )
+        write_retrieval_submission(out_path, test.ids, index.ids[ranked], index_ids=index.ids)
+    log(f"wrote {out_path} ({len(test)} queries)")
+    return {"task": task, "queries": len(test), "out": out_path, "embeddings": cache}
+
+
+def load_embed_model(config):
+    """The saved embedding model: config.model_path or run_dir/embed_model.keras."""
+    import keras
+    import tensorflow as tf
+
+    import landmarks.models  # noqa: F401  (registers the custom layers for deserialisation)
+
+    path = config.model_path or os.path.join(config.run_dir, "embed_model.keras")
+    if not tf.io.gfile.exists(path):
+        raise ConfigError(f"embed model not found: {path} (set model_path or train first)")
+    return keras.saving.load_model(path, compile=False)
+
+
+def embed_split(model, config, split: str) -> Embeddings:
+    """Embeddings of a split ("train" = train + holdout records; "test"/"index" = records when
+    present, else the image folder), with the config's flip and scale TTA."""
+    factory = _dataset_factory(config, split)
+    return embed(model, factory, tta_flip=config.tta_flip, scales=tuple(config.tta_scales))
+
+
+def _dataset_factory(config, split: str):
+    """A callable scale -> tf.data.Dataset decoding the split's images at that scale."""
+    from landmarks.data import pipeline
+
+    files = _record_files(config, split)
+    if files:
+        return lambda scale: pipeline.make_embed_dataset(
+            files, scaled_size(config.image_size, scale), config.batch_size
+        )
+    if split == "train":
+        raise DataError(f"{config.records_dir}: no {config.train_split} records; run prepare")
+    from landmarks.data.gldv2 import list_split_images
+
+    table = list_split_images(config.data_dir, split)
+    paths, ids = list(table["path"]), list(table["id"])
+    return lambda scale: pipeline.make_embed_dataset_from_files(
+        paths, ids, scaled_size(config.image_size, scale), config.batch_size
+    )
+
+
+def _record_files(config, split: str) -> list[str]:
+    """Shard paths of `split` (train: train + holdout shards); [] when the records lack it."""
+    from landmarks.data.tfrecords import list_shards
+
+    names = [config.train_split, config.holdout_split] if split == "train" else [split]
+    files: list[str] = []
+    for name in filter(None, names):
+        try:
+            files += list_shards(config.records_dir, name)
+        except DataError:
+            continue
+    return files
+
+
+def train_landmark_ids(config, train: Embeddings) -> np.ndarray:
+    """Landmark id of every train embedding, from its label through label_map.csv."""
+    from landmarks.data.tfrecords import read_label_map
+
+    if train.labels is None:
+        raise DataError(f"{config.records_dir}: the train records carry no labels")
+    table = read_label_map(config.records_dir)
+    lookup = dict(zip(table["label"].tolist(), table["landmark_id"].tolist(), strict=True))
+    unknown = sorted(set(train.labels.tolist()) - set(lookup))
+    if unknown:
+        raise DataError(
+            f"{config.records_dir}/label_map.csv: no landmark for label {unknown[0]} "
+            f"({len(unknown)} labels missing)"
+        )
+    return np.asarray([lookup[label] for label in train.labels.tolist()], np.int64)
+
+
+def non_landmark_vectors(model, config, log=print) -> np.ndarray | None:
+    """Embeddings [M, D] of the photos under config.non_landmark_dir, or None when the penalty
+    is off or no folder is set."""
+    if not config.non_landmark_penalty:
+        return None
+    if not config.non_landmark_dir:
+        log("non-landmark penalty: no non_landmark_dir set, votes are not penalised")
+        return None
+    import tensorflow as tf
+
+    from landmarks.data import pipeline
+
+    paths = sorted(
+        os.path.join(folder, name)
+        for folder, _, names in tf.io.gfile.walk(config.non_landmark_dir)
+        for name in names
+        if name.lower().endswith((".jpg", ".jpeg"))
+    )
+    if not paths:
+        raise DataError(f"non_landmark_dir {config.non_landmark_dir}: no .jpg images found")
+    ids = [os.path.splitext(os.path.basename(path))[0] for path in paths]
+
+    def factory(scale):
+        return pipeline.make_embed_dataset_from_files(
+            paths, ids, scaled_size(config.image_size, scale), config.batch_size
+        )
+
+    vectors = embed(model, factory, tta_flip=config.tta_flip, scales=tuple(config.tta_scales))
+    log(f"non-landmark penalty: {len(vectors)} photos from {config.non_landmark_dir}")
+    return vectors.vectors

@@ -1,0 +1,208 @@
+"""Exact (and optionally approximate) k-nearest-neighbour search by inner product.
+
+For L2-normalised vectors the inner product is the cosine similarity, so `knn` returns the k
+most similar index rows of every query, most similar first.
+
+Back ends:
+  "tf"          exact: chunked TensorFlow matmul + top_k. Memory is bounded by
+                query_chunk x index_chunk float32 similarities (plus the running top-k), so a
+                761k-row index and 117k queries never need a [Q, N] matrix. Runs on CPU, GPU or
+                TPU (whatever TensorFlow places it on).
+  "numpy"       exact: chunked numpy matmul + argpartition (the reference of the benchmark).
+  "faiss"       exact: faiss.IndexFlatIP (CPU).
+  "faiss-ivf"   approximate: faiss.IndexIVFFlat (inner product), `nlist` cells, `nprobe` probed.
+  "faiss-hnsw"  approximate: faiss.IndexHNSWFlat (inner product), graph with `hnsw_m` links.
+
+Ties: with "tf" and "numpy", equal similarities are ordered by ascending index row (the lower row
+comes first), across chunk boundaries too. faiss does not specify the order of exact ties.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from landmarks.errors import DataError
+
+BACKENDS = ("tf", "numpy", "faiss", "faiss-ivf", "faiss-hnsw")
+
+
+def knn(
+    queries,
+    index,
+    k: int,
+    *,
+    backend: str = "tf",
+    chunk_size: int = 1024,
+    index_chunk_size: int = 16384,
+    nlist: int | None = None,
+    nprobe: int = 16,
+    hnsw_m: int = 32,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The `k` index rows with the largest inner product with each query.
+
+    queries: float [Q, D]; index: float [N, D] (float16/float32/float64; computed in float32).
+    k: 1 <= k <= N. chunk_size: queries per step; index_chunk_size: index rows per step ("tf",
+    "numpy"); peak extra memory is about chunk_size * index_chunk_size * 4 bytes (64 MiB by
+    default; raise both on a GPU/TPU). nlist/nprobe: IVF cells and cells probed (nlist default 4*sqrt(N)); hnsw_m: HNSW links.
+    Returns (similarities float32 [Q, k] descending per row, indices int64 [Q, k] into `index`).
+    """
+    queries = _as_matrix(queries, "queries")
+    index = _as_matrix(index, "index")
+    if queries.shape[1] != index.shape[1]:
+        raise DataError(
+            f"knn: queries have dimension {queries.shape[1]} but the index has {index.shape[1]}"
+        )
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+        raise DataError(f"knn: k must be a positive integer, got {k!r}")
+    if k > index.shape[0]:
+        raise DataError(f"knn: k={k} is larger than the index ({index.shape[0]} rows)")
+    if chunk_size < 1 or index_chunk_size < 1:
+        raise DataError(f"knn: chunk sizes must be >= 1, got {chunk_size}, {index_chunk_size}")
+    k = int(k)
+    if queries.shape[0] == 0:
+        return np.zeros((0, k), np.float32), np.zeros((0, k), np.int64)
+    if backend == "tf":
+        return _knn_tf(queries, index, k, chunk_size, index_chunk_size)
+    if backend == "numpy":
+        return _knn_numpy(queries, index, k, chunk_size, index_chunk_size)
+    if backend in ("faiss", "faiss-ivf", "faiss-hnsw"):
+        return _knn_faiss(queries, index, k, backend, nlist, nprobe, hnsw_m)
+    raise DataError(f"knn: unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+
+
+def _as_matrix(values, name: str) -> np.ndarray:
+    """float32 C-contiguous [R, D] copy-free when possible; clear errors otherwise."""
+    array = np.asarray(values)
+    if array.ndim != 2:
+        raise DataError(f"knn: {name} must be a 2-D array [rows, dim], got shape {array.shape}")
+    if not np.issubdtype(array.dtype, np.floating):
+        raise DataError(f"knn: {name} must be floating point, got dtype {array.dtype}")
+    if array.shape[1] == 0:
+        raise DataError(f"knn: {name} has dimension 0")
+    array = np.ascontiguousarray(array, dtype=np.float32)
+    if not np.isfinite(array).all():
+        row = int(np.nonzero(~np.isfinite(array).all(axis=1))[0][0])
+        raise DataError(f"knn: {name} row {row} contains NaN or infinity")
+    return array
+
+
+# --- TensorFlow ---------------------------------------------------------------------------------
+
+_TF_STEP = None
+
+
+def _tf_step():
+    """One traced function: top-k of a query chunk against one index chunk, merged with the
+    running top-k (running entries come from lower index rows, so ties keep the lower row)."""
+    global _TF_STEP
+    if _TF_STEP is None:
+        import tensorflow as tf
+
+        spec = tf.TensorSpec([None, None], tf.float32)
+
+        @tf.function(
+            input_signature=[
+                spec,
+                spec,
+                spec,
+                tf.TensorSpec([None, None], tf.int64),
+                tf.TensorSpec([], tf.int64),
+                tf.TensorSpec([], tf.int32),
+            ],
+            reduce_retracing=True,
+        )
+        def step(queries, index_chunk, best_values, best_indices, offset, k):
+            scores = tf.linalg.matmul(queries, index_chunk, transpose_b=True)
+            chunk_k = tf.minimum(k, tf.shape(index_chunk)[0])
+            values, positions = tf.math.top_k(scores, k=chunk_k, sorted=True)
+            indices = tf.cast(positions, tf.int64) + offset
+            values = tf.concat([best_values, values], axis=1)
+            indices = tf.concat([best_indices, indices], axis=1)
+            keep_k = tf.minimum(k, tf.shape(values)[1])
+            merged_values, order = tf.math.top_k(values, k=keep_k, sorted=True)
+            return merged_values, tf.gather(indices, order, batch_dims=1)
+
+        _TF_STEP = step
+    return _TF_STEP
+
+
+def _knn_tf(queries, index, k, chunk_size, index_chunk_size):
+    import tensorflow as tf
+
+    step = _tf_step()
+    num_queries, num_index = queries.shape[0], index.shape[0]
+    index_chunks = [
+        tf.constant(index[start : start + index_chunk_size])
+        for start in range(0, num_index, index_chunk_size)
+    ]
+    out_values = np.empty((num_queries, k), np.float32)
+    out_indices = np.empty((num_queries, k), np.int64)
+    k_tensor = tf.constant(k, tf.int32)
+    for start in range(0, num_queries, chunk_size):
+        chunk = tf.constant(queries[start : start + chunk_size])
+        rows = int(chunk.shape[0])
+        best_values = tf.zeros([rows, 0], tf.float32)
+        best_indices = tf.zeros([rows, 0], tf.int64)
+        for number, index_chunk in enumerate(index_chunks):
+            offset = tf.constant(number * index_chunk_size, tf.int64)
+            best_values, best_indices = step(
+                chunk, index_chunk, best_values, best_indices, offset, k_tensor
+            )
+        out_values[start : start + rows] = best_values.numpy()
+        out_indices[start : start + rows] = best_indices.numpy()
+    return out_values, out_indices
+
+
+# --- numpy --------------------------------------------------------------------------------------
+
+
+def _knn_numpy(queries, index, k, chunk_size, index_chunk_size):
+    num_queries = queries.shape[0]
+    out_values = np.empty((num_queries, k), np.float32)
+    out_indices = np.empty((num_queries, k), np.int64)
+    for start in range(0, num_queries, chunk_size):
+        chunk = queries[start : start + chunk_size]
+        best_values = np.zeros((chunk.shape[0], 0), np.float32)
+        best_indices = np.zeros((chunk.shape[0], 0), np.int64)
+        for offset in range(0, index.shape[0], index_chunk_size):
+            scores = chunk @ index[offset : offset + index_chunk_size].T
+            chunk_k = min(k, scores.shape[1])
+            if chunk_k < scores.shape[1]:
+                part = np.argpartition(-scores, chunk_k - 1, axis=1)[:, :chunk_k]
+            else:
+                part = np.broadcast_to(np.arange(scores.shape[1]), scores.shape)
+            values = np.concatenate([best_values, np.take_along_axis(scores, part, 1)], axis=1)
+            indices = np.concatenate([best_indices, part + offset], axis=1)
+            # Sort by similarity descending, then by index row ascending (ties: lower row first).
+            order = np.lexsort((indices, -values), axis=1)[:, :k]
+            best_values = np.take_along_axis(values, order, 1)
+            best_indices = np.take_along_axis(indices, order, 1)
+        out_values[start : start + chunk.shape[0]] = best_values
+        out_indices[start : start + chunk.shape[0]] = best_indices
+    return out_values, out_indices
+
+
+# --- faiss --------------------------------------------------------------------------------------
+
+
+def _knn_faiss(queries, index, k, backend, nlist, nprobe, hnsw_m):
+    import faiss
+
+    dim = index.shape[1]
+    if backend == "faiss":
+        searcher = faiss.IndexFlatIP(dim)
+    elif backend == "faiss-ivf":
+        cells = nlist or max(1, int(4 * math.sqrt(index.shape[0])))
+        cells = min(cells, index.shape[0])
+        quantizer = faiss.IndexFlatIP(dim)
+        searcher = faiss.IndexIVFFlat(quantizer, dim, cells, faiss.METRIC_INNER_PRODUCT)
+        searcher.train(index)
+        searcher.nprobe = min(nprobe, cells)
+    else:
+        searcher = faiss.IndexHNSWFlat(dim, hnsw_m, faiss.METRIC_INNER_PRODUCT)
+        searcher.hnsw.efSearch = max(searcher.hnsw.efSearch, 2 * k)
+    searcher.add(index)
+    values, indices = searcher.search(queries, k)
+    return values.astype(np.float32, copy=False), indices.astype(np.int64, copy=False)
