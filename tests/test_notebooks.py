@@ -1,0 +1,154 @@
+"""The three notebooks: stored without outputs, no logic of their own, Kaggle defaults in one
+papermill parameters cell, and a headless papermill run of 01 -> 02 -> 03 on mini-landmarks."""
+
+from __future__ import annotations
+
+import ast
+import importlib.util
+import os
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+NOTEBOOKS = REPO / "notebooks"
+NAMES = ("01_prepare_tfrecords.ipynb", "02_train_dolg.ipynb", "03_knn_inference.ipynb")
+# Modules a notebook may import besides `landmarks`: display and path helpers only.
+ALLOWED_IMPORTS = {"os", "importlib", "pandas", "IPython"}
+# Statements and expressions that would be logic of the notebook's own.
+FORBIDDEN = {
+    ast.FunctionDef: "a function definition",
+    ast.AsyncFunctionDef: "a function definition",
+    ast.ClassDef: "a class definition",
+    ast.Lambda: "a lambda",
+    ast.For: "a loop",
+    ast.AsyncFor: "a loop",
+    ast.While: "a loop",
+    ast.ListComp: "a comprehension (a loop)",
+    ast.SetComp: "a comprehension (a loop)",
+    ast.DictComp: "a comprehension (a loop)",
+    ast.GeneratorExp: "a generator (a loop)",
+    ast.Try: "exception handling",
+    ast.With: "a context manager",
+    ast.Global: "a global statement",
+}
+
+
+def _python_source(cell_source: str) -> str:
+    """The cell as plain Python (IPython magics such as %pip become function calls)."""
+    from IPython.core.inputtransformer2 import TransformerManager
+
+    return TransformerManager().transform_cell(cell_source)
+
+
+def logic_in(cell_source: str) -> list[str]:
+    """What in a code cell is logic of its own (empty when the cell only calls the package),
+    plus imports of modules other than landmarks and ALLOWED_IMPORTS."""
+    problems = []
+    for node in ast.walk(ast.parse(_python_source(cell_source))):
+        for kind, what in FORBIDDEN.items():
+            if isinstance(node, kind):
+                problems.append(f"line {node.lineno}: {what}")
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            modules = (
+                [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module]
+            )
+            for module in modules:
+                top = (module or "").split(".")[0]
+                if top != "landmarks" and top not in ALLOWED_IMPORTS:
+                    problems.append(f"line {node.lineno}: imports {module}")
+    return problems
+
+
+def _load(name: str) -> nbformat.NotebookNode:
+    return nbformat.read(NOTEBOOKS / name, as_version=4)
+
+
+def _code_cells(notebook) -> list:
+    return [cell for cell in notebook.cells if cell.cell_type == "code"]
+
+
+def _parameters(notebook) -> dict:
+    """The literal values assigned in the parameters cell."""
+    (cell,) = [c for c in notebook.cells if "parameters" in c.metadata.get("tags", [])]
+    values = {}
+    for statement in ast.parse(cell.source).body:
+        assert isinstance(statement, ast.Assign), f"not an assignment: {ast.unparse(statement)}"
+        values[statement.targets[0].id] = ast.literal_eval(statement.value)
+    return values
+
+
+# --- static checks ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_notebook_is_stored_without_outputs(name):
+    notebook = _load(name)
+    nbformat.validate(notebook)
+    assert notebook.metadata.kernelspec.name == "python3"
+    for cell in _code_cells(notebook):
+        assert cell.outputs == [] and cell.execution_count is None, cell.id
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_notebook_is_what_the_generator_writes(name):
+    spec = importlib.util.spec_from_file_location(
+        "build_notebooks", NOTEBOOKS / "build_notebooks.py"
+    )
+    generator = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(generator)
+    assert (NOTEBOOKS / name).read_text(encoding="utf-8") == generator.render(name), (
+        "run .venv/bin/python notebooks/build_notebooks.py"
+    )
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_code_cells_only_call_the_package(name):
+    notebook = _load(name)
+    for cell in _code_cells(notebook):
+        assert logic_in(cell.source) == [], f"{name} {cell.id}:\n{cell.source}"
+    assert any("landmarks" in cell.source for cell in _code_cells(notebook))
+    markdown = [cell for cell in notebook.cells if cell.cell_type == "markdown"]
+    assert len(markdown) >= len(_code_cells(notebook)) - 1  # a narrative around the calls
+
+
+def test_the_logic_check_finds_logic():
+    assert logic_in("def f():\n    return 1") == ["line 1: a function definition"]
+    assert logic_in("for x in range(3):\n    print(x)") == ["line 1: a loop"]
+    assert logic_in("y = [x for x in range(3)]") == ["line 1: a comprehension (a loop)"]
+    assert logic_in("import numpy as np") == ["line 1: imports numpy"]
+    assert logic_in("from landmarks.training import train\nrun = train(c)") == []
+    assert logic_in("if X:\n    %pip install --no-index {W} landmarks") == []
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_parameters_cell_holds_kaggle_defaults_first(name):
+    notebook = _load(name)
+    code = _code_cells(notebook)
+    assert code[0].metadata.get("tags") == ["parameters"]
+    values = _parameters(notebook)
+    paths = [v for v in values.values() if isinstance(v, str) and v.startswith("/")]
+    assert paths and all(p.startswith(("/kaggle/input/", "/kaggle/working")) for p in paths)
+    # The next code cells detect the platform through one landmarks call.
+    assert any("detect_environment()" in cell.source for cell in code[1:3])
+
+
+def test_papermill_uses_this_virtualenv_kernel(tmp_path, monkeypatch):
+    """kernel_name "python3" must start this interpreter (the venv), not a system Python."""
+    import papermill
+
+    monkeypatch.setenv("JUPYTER_PATH", os.path.join(sys.prefix, "share", "jupyter"))
+    probe = nbformat.v4.new_notebook(
+        cells=[nbformat.v4.new_code_cell("import sys\nprint(sys.prefix)")]
+    )
+    nbformat.write(probe, tmp_path / "probe.ipynb")
+    papermill.execute_notebook(
+        str(tmp_path / "probe.ipynb"),
+        str(tmp_path / "out.ipynb"),
+        kernel_name="python3",
+        progress_bar=False,
+    )
+    printed = nbformat.read(tmp_path / "out.ipynb", as_version=4).cells[0].outputs[0].text
+    assert printed.strip() == sys.prefix  # the venv (its python may link to a system one)
