@@ -1,0 +1,232 @@
+"""Voting, the non-landmark penalty, re-ranking and TTA embeddings against hand-worked examples
+and numpy formulas written here."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from landmarks.embedding import Embeddings, load_embeddings, save_embeddings
+from landmarks.errors import DataError
+from landmarks.inference import embed, predict_recognition, predict_retrieval, recognize
+from landmarks.recognition import non_landmark_penalties, penalised_knn
+from landmarks.rerank import database_augmentation, label_rerank, query_expansion
+
+
+def _unit(rows, dim, seed):
+    vectors = np.random.default_rng(seed).standard_normal((rows, dim)).astype(np.float32)
+    return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+
+
+def _normalise(rows):
+    return rows / np.linalg.norm(rows, axis=-1, keepdims=True)
+
+
+# --- voting ----------------------------------------------------------------------------------
+
+# index rows 0..5 belong to landmarks:
+INDEX_LANDMARKS = np.array([1, 2, 2, 1, 3, -1])
+
+
+def test_recognize_hand_worked_votes():
+    similarities = np.array(
+        [
+            [0.9, 0.8, 0.7, 0.6],  # rows 0, 1, 2, 3 -> landmarks 1, 2, 2, 1
+            [0.9, 0.5, 0.45, 0.1],  # rows 0, 1, 2, 4 -> landmarks 1, 2, 2, 3
+            [0.8, 0.3, 0.2, 0.1],  # rows 5, 1, 2, 4 -> landmarks -1, 2, 2, 3
+        ],
+        np.float32,
+    )
+    indices = np.array([[0, 1, 2, 3], [0, 1, 2, 4], [5, 1, 2, 4]])
+    landmarks, confidences = recognize(similarities, indices, INDEX_LANDMARKS)
+    # query 0: landmark 1 = 0.9 + 0.6 = 1.5, landmark 2 = 0.8 + 0.7 = 1.5: tie -> landmark 1,
+    #          whose best neighbour ranks first.
+    # query 1: 1 = 0.9, 2 = 0.5 + 0.45 = 0.95, 3 = 0.1 -> landmark 2 with 0.95
+    # query 2: non-landmark = 0.8, 2 = 0.3 + 0.2 = 0.5, 3 = 0.1 -> no landmark (-1), 0.8
+    np.testing.assert_array_equal(landmarks, [1, 2, -1])
+    np.testing.assert_allclose(confidences, [1.5, 0.95, 0.8], rtol=1e-6)
+    assert landmarks.dtype == np.int64 and confidences.dtype == np.float32
+    # With a threshold of 1.0 only query 0 keeps its prediction.
+    landmarks, _ = recognize(similarities, indices, INDEX_LANDMARKS, min_confidence=1.0)
+    np.testing.assert_array_equal(landmarks, [1, -1, -1])
+    # Chunking the queries changes nothing.
+    chunked, _ = recognize(similarities, indices, INDEX_LANDMARKS, chunk_size=1)
+    np.testing.assert_array_equal(chunked, [1, 2, -1])
+
+
+@pytest.mark.parametrize(
+    "similarities, indices, message",
+    [
+        (np.zeros((2, 3)), np.zeros((2, 2), int), "equal 2-D shapes"),
+        (np.zeros((1, 2)), np.array([[0, 6]]), r"lie in \[0, 6\)"),
+        (np.zeros((1, 2)), np.zeros((1, 2)), "must be integers"),
+    ],
+)
+def test_recognize_rejects_bad_input(similarities, indices, message):
+    with pytest.raises(DataError, match=message):
+        recognize(similarities, indices, INDEX_LANDMARKS)
+
+
+def test_non_landmark_penalty_matches_numpy_formula():
+    queries, index, non_landmarks = _unit(6, 8, 1), _unit(30, 8, 2), _unit(7, 8, 3)
+    penalties = non_landmark_penalties(index, non_landmarks, top_n=3, backend="numpy")
+    # p(b) = mean of the 3 largest similarities of index row b to the non-landmark set.
+    expected_p = np.sort(index @ non_landmarks.T, axis=1)[:, ::-1][:, :3].mean(axis=1)
+    np.testing.assert_allclose(penalties, expected_p, atol=1e-6)
+    values, indices = penalised_knn(queries, index, penalties, 4, backend="tf")
+    scores = queries @ index.T - expected_p[None, :]
+    expected_indices = np.argsort(-scores, axis=1, kind="stable")[:, :4]
+    np.testing.assert_array_equal(indices, expected_indices)
+    np.testing.assert_allclose(values, np.take_along_axis(scores, expected_indices, 1), atol=1e-5)
+    with pytest.raises(DataError, match="empty"):
+        non_landmark_penalties(index, np.zeros((0, 8), np.float32))
+
+
+def test_penalty_demotes_a_train_image_that_looks_like_a_non_landmark():
+    # Query q is equally close to train rows 0 (landmark 7) and 1 (landmark 8), but row 1 is
+    # also the non-landmark photo itself, so its penalty (1.0) sends it behind row 0.
+    q = _normalise(np.array([[1.0, 1.0, 0.0]], np.float32))
+    train = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]], np.float32)
+    non_landmark = np.array([[0.0, 1.0, 0.0]], np.float32)
+    landmarks, confidences = predict_recognition(
+        q, train, np.array([7, 8, 9]), k=1, non_landmarks=non_landmark, non_landmark_top_n=1
+    )
+    # s(q, row 0) - p(row 0) = 0.7071 - 0 ; s(q, row 1) - p(row 1) = 0.7071 - 1
+    assert landmarks.tolist() == [7]
+    np.testing.assert_allclose(confidences, [np.sqrt(0.5)], rtol=1e-5)
+
+
+# --- re-ranking ------------------------------------------------------------------------------
+
+
+def test_query_expansion_matches_formula():
+    queries, index = _unit(5, 8, 4), _unit(40, 8, 5)
+    alpha, n = 3.0, 4
+    expanded = query_expansion(queries, index, alpha=alpha, k=n, backend="numpy")
+    scores = queries @ index.T
+    top = np.argsort(-scores, axis=1)[:, :n]
+    expected = []
+    for row in range(5):
+        total = queries[row].copy()
+        for j in top[row]:
+            total += max(scores[row, j], 0.0) ** alpha * index[j]
+        expected.append(total / np.linalg.norm(total))
+    np.testing.assert_allclose(expanded, np.array(expected), atol=1e-5)
+
+
+def test_database_augmentation_excludes_each_row_itself():
+    index = _unit(20, 6, 6)
+    augmented = database_augmentation(index, alpha=1.0, k=2, backend="tf")
+    scores = index @ index.T
+    np.fill_diagonal(scores, -np.inf)
+    top = np.argsort(-scores, axis=1)[:, :2]
+    weights = np.maximum(np.take_along_axis(scores, top, 1), 0.0)
+    expected = _normalise(index + np.einsum("rn,rnd->rd", weights, index[top]))
+    np.testing.assert_allclose(augmented, expected, atol=1e-5)
+
+
+def test_label_rerank_hand_worked():
+    ranked = np.array([[4, 2, 0, 3, 1], [0, 1, 2, 3, 4], [1, 0, 2, 3, 4]])
+    index_landmarks = np.array([7, 5, 7, 9, 5])
+    query_landmarks = np.array([7, -1, 5])
+    reranked = label_rerank(ranked, query_landmarks, index_landmarks)
+    # query 0 (landmark 7): rows 2 and 0 are landmark 7 -> first, in their order; then 4, 3, 1
+    # query 1 (no landmark): unchanged
+    # query 2 (landmark 5): rows 1 and 4 first -> 1, 4, then 0, 2, 3
+    np.testing.assert_array_equal(reranked, [[2, 0, 4, 3, 1], [0, 1, 2, 3, 4], [1, 4, 0, 2, 3]])
+
+
+def test_predict_retrieval_plain_is_exact_top_k():
+    queries, index = _unit(4, 8, 7), _unit(12, 8, 8)
+    ranked = predict_retrieval(queries, index, k=100)  # capped at the 12 index rows
+    np.testing.assert_array_equal(ranked, np.argsort(-(queries @ index.T), axis=1))
+
+
+# --- embeddings ------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tiny_model():
+    import keras
+
+    keras.utils.set_random_seed(0)
+    return keras.Sequential(
+        [
+            keras.Input((None, None, 3)),
+            keras.layers.Conv2D(4, 3, use_bias=False),  # not flip-invariant at the borders
+            keras.layers.GlobalAveragePooling2D(),
+        ]
+    )
+
+
+def _dataset(images, ids, batch=2):
+    import tensorflow as tf
+
+    labels = np.arange(len(ids), dtype=np.int32) - 1  # first label -1 (unknown)
+    return tf.data.Dataset.from_tensor_slices(
+        {"image": images, "id": np.array(ids), "label": labels}
+    ).batch(batch)
+
+
+def test_embed_flip_and_scales_average_of_normalised_views(tiny_model):
+    rng = np.random.default_rng(0)
+    sizes = {0.5: 32, 1.0: 64}
+    images = {s: rng.uniform(0, 255, (5, px, px, 3)).astype(np.float32) for s, px in sizes.items()}
+    ids = [f"img{n}" for n in range(5)]
+
+    result = embed(tiny_model, lambda s: _dataset(images[s], ids), tta_flip=True, scales=(0.5, 1.0))
+
+    def view(x):
+        return _normalise(np.asarray(tiny_model(x)))
+
+    total = sum(view(images[s]) + view(images[s][:, :, ::-1, :]) for s in (0.5, 1.0))
+    np.testing.assert_allclose(result.vectors, _normalise(total), atol=1e-5)
+    assert result.ids.tolist() == ids
+    assert result.labels.tolist() == [-1, 0, 1, 2, 3]
+
+
+def test_embed_resizes_a_single_dataset_per_scale(tiny_model):
+    seen = []
+
+    def spy(images, training=False):
+        seen.append(tuple(images.shape[1:3]))
+        return tiny_model(images, training=training)
+
+    images = np.zeros((3, 64, 64, 3), np.float32) + 100
+    result = embed(spy, _dataset(images, ["a", "b", "c"], batch=3), scales=(0.7071, 1.0, 1.4142))
+    # 64 * 0.7071 = 45.3 -> 32 (nearest multiple of 32); 64; 64 * 1.4142 = 90.5 -> 96
+    assert seen == [(32, 32), (64, 64), (96, 96)]
+    assert result.vectors.shape == (3, 4)
+
+
+def test_embed_errors(tiny_model):
+    images = np.zeros((2, 32, 32, 3), np.float32)
+    with pytest.raises(DataError, match="scales"):
+        embed(tiny_model, _dataset(images, ["a", "b"]), scales=(0.0,))
+    with pytest.raises(DataError, match="different ids"):
+        embed(
+            tiny_model,
+            lambda s: _dataset(images, ["a", "b"] if s == 1.0 else ["b", "a"]),
+            scales=(1.0, 2.0),
+        )
+    with pytest.raises(DataError, match="empty"):
+        embed(tiny_model, _dataset(images, ["a", "b"]).take(0))
+
+
+def test_embeddings_save_load_float16(tmp_path):
+    embeddings = Embeddings(ids=["a", "b"], vectors=_unit(2, 4, 9), labels=[3, 4])
+    path = str(tmp_path / "e.npz")
+    save_embeddings(path, embeddings, dtype="float16")
+    loaded = load_embeddings(path)
+    assert loaded.ids.tolist() == ["a", "b"] and loaded.labels.tolist() == [3, 4]
+    assert loaded.vectors.dtype == np.float32
+    np.testing.assert_allclose(loaded.vectors, embeddings.vectors, atol=1e-3)
+    save_embeddings(path, Embeddings(ids=["x"], vectors=np.ones((1, 2))))
+    assert load_embeddings(path).labels is None
+    with pytest.raises(DataError, match="float32 or float16"):
+        save_embeddings(path, embeddings, dtype="int8")
+    with pytest.raises(DataError, match="not found"):
+        load_embeddings(str(tmp_path / "missing.npz"))
+    (tmp_path / "junk.npz").write_bytes(b"junk")
+    with pytest.raises(DataError, match="not an embeddings file"):
+        load_embeddings(str(tmp_path / "junk.npz"))
