@@ -1,0 +1,156 @@
+"""tf.data input pipelines over the records written by landmarks.data.tfrecords.
+
+Training (`make_train_dataset`): parallel interleaved reads of shuffled shards, an example
+shuffle buffer, parse, decode + augment, batch with drop_remainder (static shapes for TPU),
+prefetch. Order is free (deterministic=False) unless a seed is given; with a seed the same
+batches come out on every run. Pass the GLOBAL batch size (per-replica batch x replicas).
+
+Embedding (`make_embed_dataset`, `make_embed_dataset_from_files`): no augmentation, every image
+resized to S x S (any S; call again with other sizes for multi-scale), optional horizontal flip,
+ids and labels kept, the last partial batch kept, order fixed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import tensorflow as tf
+
+from landmarks.data import augment as augment_ops
+from landmarks.data.tfrecords import parse_example
+from landmarks.errors import ConfigError, DataError
+
+AUGMENTATIONS = ("tf", "albumentations", "none")
+MAX_PARALLEL_FILES = 16  # shards read at once while training
+
+
+def make_train_dataset(
+    files: Sequence[str],
+    image_size: int,
+    global_batch_size: int,
+    *,
+    augment: str = "tf",
+    seed: int | None = None,
+    shuffle_buffer: int = 2048,
+    repeat: bool = True,
+) -> tf.data.Dataset:
+    """Training batches: ({"image": float32 [B,S,S,3] in [0,255], "label": int32 [B]}, int32 [B]).
+
+    Args:
+        files: shard paths (see tfrecords.list_shards).
+        image_size: S, pixels.
+        global_batch_size: B = per-replica batch x replicas.
+        augment: "tf" (in-graph, TPU-safe), "albumentations" (host Python, CPU/GPU only) or
+            "none" (decode and resize only).
+        seed: None = fastest, order not reproducible; an int = the same batches every run.
+        shuffle_buffer: examples in the shuffle buffer (<= 1 turns it off).
+        repeat: loop forever (steps_per_epoch decides epochs).
+    """
+    files = _check_files(files)
+    if augment not in AUGMENTATIONS:
+        raise ConfigError(f"augment must be one of {', '.join(AUGMENTATIONS)}, got {augment!r}")
+    if augment == "albumentations":
+        augment_ops.check_host_augmentation_allowed()
+    _check_positive(image_size=image_size, global_batch_size=global_batch_size)
+    deterministic = seed is not None
+    dataset = tf.data.Dataset.from_tensor_slices(files).shuffle(len(files), seed=seed)
+    dataset = dataset.interleave(
+        tf.data.TFRecordDataset,
+        cycle_length=min(len(files), MAX_PARALLEL_FILES),
+        num_parallel_calls=tf.data.AUTOTUNE,
+        deterministic=deterministic,
+    )
+    if shuffle_buffer > 1:
+        dataset = dataset.shuffle(shuffle_buffer, seed=seed)
+    if repeat:
+        dataset = dataset.repeat()
+    seeds = tf.data.Dataset.random(seed=seed).batch(2, drop_remainder=True)
+    dataset = tf.data.Dataset.zip(dataset, seeds)
+
+    def example(serialized, example_seed):
+        record = parse_example(serialized)
+        if augment == "tf":
+            image = augment_ops.decode_random_crop(record["encoded"], image_size, example_seed)
+            image = augment_ops.augment_image(image, example_seed)
+        elif augment == "albumentations":
+            decoded = tf.io.decode_jpeg(record["encoded"], channels=3)
+            image = augment_ops.albumentations_augment(decoded, image_size, example_seed)
+        else:
+            image = _decode_resize(record["encoded"], image_size, antialias=False)
+        return image, record["label"]
+
+    dataset = dataset.map(example, num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic)
+    dataset = dataset.batch(global_batch_size, drop_remainder=True)
+    dataset = dataset.map(lambda image, label: ({"image": image, "label": label}, label))
+    return dataset.prefetch(tf.data.AUTOTUNE)
+
+
+def make_embed_dataset(
+    files: Sequence[str], image_size: int, batch_size: int, *, flip: bool = False
+) -> tf.data.Dataset:
+    """Records -> {"image": float32 [B,S,S,3] in [0,255], "id": string [B], "label": int32 [B]}
+    (label -1 when unknown); images resized to S x S, flipped left-right when `flip`; the last
+    batch may be smaller."""
+    files = _check_files(files)
+    _check_positive(image_size=image_size, batch_size=batch_size)
+
+    def example(serialized):
+        record = parse_example(serialized)
+        image = _decode_resize(record["encoded"], image_size, antialias=True)
+        return {"image": _flip(image, flip), "id": record["id"], "label": record["label"]}
+
+    dataset = tf.data.TFRecordDataset(files, num_parallel_reads=min(len(files), MAX_PARALLEL_FILES))
+    dataset = dataset.map(example, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+
+
+def make_embed_dataset_from_files(
+    paths: Sequence[str],
+    ids: Sequence[str],
+    image_size: int,
+    batch_size: int,
+    *,
+    flip: bool = False,
+) -> tf.data.Dataset:
+    """Like `make_embed_dataset`, reading image files (JPEG, PNG, BMP, GIF) directly; label -1.
+    EXIF orientation is not applied here (records written by `prepare` are upright)."""
+    paths, ids = list(map(str, paths)), list(map(str, ids))
+    if len(paths) != len(ids):
+        raise DataError(f"got {len(paths)} paths but {len(ids)} ids")
+    if not paths:
+        raise DataError("no image files given")
+    _check_positive(image_size=image_size, batch_size=batch_size)
+
+    def example(path, image_id):
+        encoded = tf.io.read_file(path)
+        image = tf.io.decode_image(encoded, channels=3, expand_animations=False)
+        image = tf.image.resize(image, [image_size, image_size], antialias=True)
+        image = tf.ensure_shape(image, [image_size, image_size, 3])
+        return {"image": _flip(image, flip), "id": image_id, "label": tf.constant(-1, tf.int32)}
+
+    dataset = tf.data.Dataset.from_tensor_slices((paths, ids))
+    dataset = dataset.map(example, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+
+
+def _decode_resize(encoded: tf.Tensor, image_size: int, antialias: bool) -> tf.Tensor:
+    image = tf.io.decode_jpeg(encoded, channels=3)
+    image = tf.image.resize(image, [image_size, image_size], antialias=antialias)
+    return tf.ensure_shape(image, [image_size, image_size, 3])
+
+
+def _flip(image: tf.Tensor, flip: bool) -> tf.Tensor:
+    return tf.image.flip_left_right(image) if flip else image
+
+
+def _check_files(files: Sequence[str]) -> list[str]:
+    files = [str(f) for f in files]
+    if not files:
+        raise DataError("no record files given (did prepare write any shards?)")
+    return files
+
+
+def _check_positive(**values: int) -> None:
+    for name, value in values.items():
+        if int(value) < 1:
+            raise ConfigError(f"{name} must be >= 1, got {value}")
