@@ -1,0 +1,177 @@
+"""Pick the distribution strategy, the precision policy and XLA for the machine at hand.
+
+Order of detection (first match wins):
+
+1. a TPU (Kaggle/Colab TPU VM or TPU node, or a pod slice: the same `TPUStrategy` code, one
+   replica per core over every host of the slice);
+2. `TF_CONFIG` set with more than one worker: `MultiWorkerMirroredStrategy` (several GPU or CPU
+   machines, one process per machine);
+3. several local GPUs: `MirroredStrategy`;
+4. otherwise the default strategy (one GPU or the CPU).
+
+Precision "auto" is mixed_bfloat16 on TPU, mixed_float16 on GPU and float32 on CPU; XLA
+("jit_compile" auto) is on for TPU only (on this project's CPUs it makes training ~5x slower).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+
+from landmarks.errors import ConfigError
+
+PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
+AUTO_PRECISION = {"tpu": "mixed_bfloat16", "gpu": "mixed_float16", "cpu": "float32"}
+
+
+@dataclass
+class DeviceSetup:
+    """The strategy and what it runs on.
+
+    kind: "tpu", "gpu" or "cpu" (the accelerator of each replica);
+    replicas: number of replicas in sync over all workers (global batch = per-replica x this);
+    workers: number of worker processes (1 unless multi-worker or a TPU pod slice with hosts);
+    is_chief: whether this process writes the run folder (worker 0, or the only one).
+    """
+
+    strategy: object
+    kind: str
+    replicas: int
+    workers: int = 1
+    is_chief: bool = True
+
+    @property
+    def multi_worker(self) -> bool:
+        return self.workers > 1 and self.kind != "tpu"
+
+
+def _tf_config() -> dict:
+    """Parsed TF_CONFIG, or {} when unset; a ConfigError names the variable when it is not JSON."""
+    raw = os.environ.get("TF_CONFIG", "").strip()
+    if not raw:
+        return {}
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError as error:
+        raise ConfigError(f"environment variable TF_CONFIG is not valid JSON: {error}") from error
+    if not isinstance(value, dict):
+        raise ConfigError("environment variable TF_CONFIG must be a JSON object")
+    return value
+
+
+def _connect_tpu():
+    """A `TPUStrategy` when a TPU can be reached, else None (no TPU, or no TPU runtime)."""
+    import tensorflow as tf
+
+    # On a TPU VM (Kaggle "TPU VM v3-8", Colab TPU v2) the chips are local; elsewhere the
+    # resolver finds the TPU through TPU_NAME / COLAB_TPU_ADDR.
+    tpu = "local" if _tpu_vm() else None
+    try:
+        resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=tpu)
+        tf.config.experimental_connect_to_cluster(resolver)
+        tf.tpu.experimental.initialize_tpu_system(resolver)
+    except (ValueError, RuntimeError, tf.errors.NotFoundError, tf.errors.InvalidArgumentError):
+        return None
+    return tf.distribute.TPUStrategy(resolver)
+
+
+def detect_strategy(allow_tpu: bool = True) -> DeviceSetup:
+    """Build the strategy for this machine (see the module docstring for the order)."""
+    import tensorflow as tf
+
+    if allow_tpu and _tpu_present():
+        strategy = _connect_tpu()
+        if strategy is not None:
+            # One client process drives every core of the TPU or pod slice and writes the run.
+            return DeviceSetup(strategy, "tpu", strategy.num_replicas_in_sync)
+
+    tf_config = _tf_config()
+    cluster = tf_config.get("cluster", {})
+    worker_count = len(cluster.get("worker", [])) + len(cluster.get("chief", []))
+    if worker_count > 1:
+        strategy = tf.distribute.MultiWorkerMirroredStrategy()
+        task = tf_config.get("task", {})
+        is_chief = task.get("type") == "chief" or (
+            "chief" not in cluster and task.get("type") == "worker" and task.get("index", 0) == 0
+        )
+        gpus = tf.config.list_physical_devices("GPU")
+        return DeviceSetup(
+            strategy,
+            "gpu" if gpus else "cpu",
+            strategy.num_replicas_in_sync,
+            workers=worker_count,
+            is_chief=is_chief,
+        )
+
+    gpus = tf.config.list_physical_devices("GPU")
+    if len(gpus) > 1:
+        strategy = tf.distribute.MirroredStrategy()
+        return DeviceSetup(strategy, "gpu", strategy.num_replicas_in_sync)
+    return DeviceSetup(tf.distribute.get_strategy(), "gpu" if gpus else "cpu", 1)
+
+
+def _tpu_vm() -> bool:
+    """True on a TPU VM: the TPU chips are devices of this host."""
+    return os.path.exists("/dev/accel0") or os.path.exists("/dev/vfio/0")
+
+
+def _tpu_present() -> bool:
+    """True when a TPU is named (TPU_NAME, COLAB_TPU_ADDR) or attached (TPU VM)."""
+    return bool(os.environ.get("TPU_NAME") or os.environ.get("COLAB_TPU_ADDR")) or _tpu_vm()
+
+
+def resolve_precision(setting: str, kind: str) -> str:
+    """The Keras dtype policy name for `setting` ("auto" or a policy name) on device `kind`."""
+    if setting == "auto":
+        return AUTO_PRECISION[kind]
+    if setting not in PRECISIONS:
+        raise ConfigError(f"precision: {setting!r} is not one of auto, {', '.join(PRECISIONS)}")
+    if setting == "mixed_float16" and kind == "tpu":
+        raise ConfigError("precision: mixed_float16 is not supported on TPU; use mixed_bfloat16")
+    return setting
+
+
+def resolve_jit_compile(setting: str, kind: str) -> bool:
+    """XLA on or off: "auto" means on for TPU only; "true"/"false" force it (TPU always compiles)."""
+    value = str(setting).lower()
+    if value == "auto":
+        return kind == "tpu"
+    if value in ("true", "1", "yes", "on"):
+        return True
+    if value in ("false", "0", "no", "off"):
+        if kind == "tpu":
+            raise ConfigError(
+                "jit_compile: false is impossible on TPU (TPU programs are always XLA)"
+            )
+        return False
+    raise ConfigError(f"jit_compile: {setting!r} is not one of auto, true, false")
+
+
+def multi_worker_trainer(model):
+    """Wrap `model` so that `fit` runs under MultiWorkerMirroredStrategy with Keras 3.
+
+    Keras 3's TensorFlow trainer fails there in two places (keras-team/keras#20585): before
+    the first step it all-reduces a whole (x, y) batch with `strategy.reduce` (which takes one
+    tensor, not a structure), and after each step it reduces the scalar logs with
+    `strategy.reduce("MEAN", v, axis=0)`, which needs a batch axis. The wrapper (a) defers the
+    build to the traced step, by not pinning a strategy (so `fit` must be called inside
+    `strategy.scope()`), and (b) gives each log value a length-1 axis. Variables stay those of
+    `model`: checkpoint `model`, not the wrapper, to keep checkpoints interchangeable.
+    """
+    import keras
+
+    class MultiWorkerTrainer(keras.Model):
+        def __init__(self, inner):
+            super().__init__(name=f"{inner.name}_multi_worker")
+            self.inner = inner
+            self._distribute_strategy = None  # see (a) above
+
+        def call(self, inputs, training=False):
+            return self.inner(inputs, training=training)
+
+        def train_step(self, data):
+            logs = super().train_step(data)
+            return {name: keras.ops.reshape(value, (1,)) for name, value in logs.items()}
+
+    return MultiWorkerTrainer(model)

@@ -1,0 +1,398 @@
+"""Train EfficientNet-DOLG + sub-center ArcFace on TFRecords, on TPU, GPU(s) or CPU.
+
+`train(config)` is the entry (also `python -m landmarks train --config F --set k=v`):
+
+1. check the configuration against the records before anything heavy (`check_config`);
+2. pick strategy, precision and XLA for the machine (landmarks.strategy);
+3. build the models in the strategy scope with dynamic margins from the label map's class
+   counts, compile with the warmup-cosine schedule, the backbone learning-rate multiplier,
+   global-norm clipping and float32 cross-entropy (landmarks.optimization);
+4. resume from the latest checkpoint of the run folder when there is one (weights, optimizer
+   slots and iterations, so the schedule goes on where it stopped) or, for a new staged run,
+   load the weights of `init_from`;
+5. fit with a checkpoint per epoch, history.csv, NaN stop and a validation GAP every
+   `validate_every` epochs (landmarks.callbacks);
+6. write embed_model.keras (the last epoch), config.yaml, curves.png in the run folder.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+
+from landmarks.config import Config
+from landmarks.errors import ConfigError, DataError
+
+# Keys that fix the shapes of the model's weights: a resumed run must not change them.
+SHAPE_KEYS = ("backbone", "head", "embedding_dim", "local_dim", "num_classes", "arcface_k")
+
+
+@dataclasses.dataclass
+class TrainingPlan:
+    """What `check_config` found: everything `train` needs besides the strategy.
+
+    train_files / holdout_files: shard paths; num_classes: resolved (label map when 0);
+    class_counts: int64 [num_classes] images per label (for dynamic margins);
+    train_examples: records in the training split; per_replica_batch, global_batch: examples;
+    steps_per_epoch: optimizer steps per epoch; total_steps: steps the schedule spans.
+    """
+
+    train_files: list
+    holdout_files: list
+    num_classes: int
+    class_counts: object
+    train_examples: int
+    per_replica_batch: int
+    global_batch: int
+    steps_per_epoch: int
+    total_steps: int
+    warmup_steps: int
+
+
+def _backbone_names() -> list[str] | None:
+    try:
+        from landmarks.models import BACKBONES
+    except ImportError:  # the model module is not there: nothing to check against
+        return None
+    return sorted(BACKBONES)
+
+
+def count_examples(records_dir: str, split: str, files: list) -> int:
+    """Records of `split`: from manifest.json when it says, else by reading the shards once."""
+    counted = _manifest_count(records_dir, split)
+    if counted is not None:
+        return counted
+    import tensorflow as tf
+
+    return int(tf.data.TFRecordDataset(files).reduce(0, lambda n, _: n + 1).numpy())
+
+
+def _manifest_count(records_dir: str, split: str) -> int | None:
+    """Example count of `split` written by landmarks.data.tfrecords.prepare, if recorded."""
+    import tensorflow as tf
+
+    path = os.path.join(records_dir, "manifest.json")
+    if not tf.io.gfile.exists(path):
+        return None
+    from landmarks.io_utils import read_text
+
+    try:
+        manifest = json.loads(read_text(path))
+    except json.JSONDecodeError as error:
+        raise DataError(f"{path}: not valid JSON: {error}") from error
+    return None  # TODO(records): read the per-split count once the manifest format is known
+
+
+def check_config(config: Config, replicas: int = 1) -> TrainingPlan:
+    """Fail fast with a ConfigError naming the setting, folder or file at fault.
+
+    Checks: backbone known; image_size a positive multiple of 32; batch sizes (global batch
+    divisible by `replicas`); epochs, validation settings; training records present (names the
+    folder and shard pattern); label map present, labels in [0, num_classes).
+    """
+    backbones = _backbone_names()
+    if backbones is not None and config.backbone not in backbones:
+        raise ConfigError(f"backbone: unknown {config.backbone!r}; known: {', '.join(backbones)}")
+    if config.image_size <= 0 or config.image_size % 32:
+        raise ConfigError(
+            f"image_size: {config.image_size} is not a positive multiple of 32 "
+            f"(the backbone downsamples by 32); try {max(32, round(config.image_size / 32) * 32)}"
+        )
+    if replicas < 1:
+        raise ConfigError(f"internal: replica count {replicas}")
+    if config.global_batch_size:
+        if config.global_batch_size < 0 or config.global_batch_size % replicas:
+            raise ConfigError(
+                f"global_batch_size: {config.global_batch_size} is not divisible by the "
+                f"{replicas} replicas of this machine; use a multiple of {replicas}"
+            )
+        per_replica = config.global_batch_size // replicas
+    else:
+        if config.batch_size < 1:
+            raise ConfigError(f"batch_size: must be >= 1 (per replica), got {config.batch_size}")
+        per_replica = config.batch_size
+    global_batch = per_replica * replicas
+    if config.epochs < 1:
+        raise ConfigError(f"epochs: must be >= 1, got {config.epochs}")
+    if not 0 <= config.stop_after_epochs <= config.epochs:
+        raise ConfigError(
+            f"stop_after_epochs: must be between 0 and epochs ({config.epochs}), "
+            f"got {config.stop_after_epochs}"
+        )
+    if config.steps_per_execution < 1:
+        raise ConfigError(f"steps_per_execution: must be >= 1, got {config.steps_per_execution}")
+    if config.warmup_epochs < 0:
+        raise ConfigError(f"warmup_epochs: must be >= 0, got {config.warmup_epochs}")
+    if config.validate_every < 0:
+        raise ConfigError(f"validate_every: must be >= 0 (0 = never), got {config.validate_every}")
+
+    from landmarks.data.tfrecords import list_shards, read_label_map
+
+    pattern = os.path.join(config.records_dir, f"{config.train_split}-*-of-*.tfrec")
+    train_files = list_shards(config.records_dir, config.train_split)
+    if not train_files:
+        raise ConfigError(
+            f"records_dir: no training records {pattern}; write them with "
+            f"`python -m landmarks prepare --split train --out {config.records_dir}`"
+        )
+    holdout_files = []
+    if config.validate_every and config.holdout_split:
+        holdout_files = list_shards(config.records_dir, config.holdout_split)
+        if not holdout_files:
+            raise ConfigError(
+                f"holdout_split: no validation records "
+                f"{os.path.join(config.records_dir, config.holdout_split + '-*-of-*.tfrec')}; "
+                "prepare with --holdout > 0, or set validate_every=0 or holdout_split=''"
+            )
+    try:
+        label_map = read_label_map(config.records_dir)
+    except FileNotFoundError as error:
+        raise ConfigError(
+            f"records_dir: no label map {os.path.join(config.records_dir, 'label_map.csv')}"
+        ) from error
+    if len(label_map) == 0:
+        raise DataError(f"{os.path.join(config.records_dir, 'label_map.csv')}: no rows")
+    labels = label_map["label"].to_numpy()
+    max_label = int(labels.max())
+    num_classes = config.num_classes or max_label + 1
+    if int(labels.min()) < 0 or max_label >= num_classes:
+        raise ConfigError(
+            f"num_classes: {num_classes}, but {os.path.join(config.records_dir, 'label_map.csv')} "
+            f"has labels {int(labels.min())}..{max_label}; set num_classes: 0 (from the label "
+            f"map) or at least {max_label + 1}"
+        )
+    import numpy as np
+
+    class_counts = np.zeros(num_classes, dtype=np.int64)
+    class_counts[labels] = label_map["count"].to_numpy()
+
+    train_examples = count_examples(config.records_dir, config.train_split, train_files)
+    if config.steps_per_epoch:
+        steps_per_epoch = config.steps_per_epoch
+    else:
+        steps_per_epoch = train_examples // global_batch
+        if steps_per_epoch < 1:
+            raise ConfigError(
+                f"batch_size: global batch {global_batch} is larger than the {train_examples} "
+                f"training records in {config.records_dir}; lower batch_size or set steps_per_epoch"
+            )
+    total_steps = steps_per_epoch * config.epochs
+    warmup_steps = int(round(config.warmup_epochs * steps_per_epoch))
+    return TrainingPlan(
+        train_files=train_files,
+        holdout_files=holdout_files,
+        num_classes=num_classes,
+        class_counts=class_counts,
+        train_examples=train_examples,
+        per_replica_batch=per_replica,
+        global_batch=global_batch,
+        steps_per_epoch=steps_per_epoch,
+        total_steps=total_steps,
+        warmup_steps=warmup_steps,
+    )
+
+
+def backbone_variables(train_model) -> list:
+    """Trainable variables of the backbone: those of the nested backbone model of `train_model`.
+
+    The backbone is the keras.applications sub-model inside the training model (a layer that is
+    itself a keras.Model, named "backbone" or "efficientnet..."); the head (DOLG, neck, ArcFace)
+    is everything else. Raises ConfigError when there is no such sub-model.
+    """
+    import keras
+
+    nested = [layer for layer in train_model.layers if isinstance(layer, keras.Model)]
+    named = [m for m in nested if "backbone" in m.name or m.name.startswith("efficientnet")]
+    chosen = named or nested
+    if len(chosen) != 1:
+        raise ConfigError(
+            f"backbone_lr_multiplier: cannot tell the backbone of model {train_model.name!r} "
+            f"(nested models: {[m.name for m in nested]}); set backbone_lr_multiplier: 1.0"
+        )
+    return list(chosen[0].trainable_variables)
+
+
+def _check_resume_compatible(config: Config, run_dir: str) -> None:
+    """A run folder's saved config.yaml must agree on the weight-shaping keys (else no resume)."""
+    import tensorflow as tf
+
+    saved_path = os.path.join(run_dir, "config.yaml")
+    if not tf.io.gfile.exists(saved_path):
+        return
+    saved = Config.load(saved_path)
+    changed = [k for k in SHAPE_KEYS if getattr(saved, k) != getattr(config, k)]
+    if changed:
+        detail = ", ".join(f"{k} {getattr(saved, k)!r} -> {getattr(config, k)!r}" for k in changed)
+        raise ConfigError(
+            f"run_name: {run_dir} holds a run with other model shapes ({detail}); its checkpoints "
+            "cannot be resumed. Choose another run_name, or init_from that run for a new stage."
+        )
+
+
+def _targets_per_output(dataset, output_names):
+    """When the model has several logits outputs, give each the same integer labels."""
+    if not output_names:
+        return dataset
+    return dataset.map(lambda x, y: (x, {name: y for name in output_names}))
+
+
+def train(config: Config, *, verbose: int = 2) -> str:
+    """Train (or resume) the run `config.run_dir`; returns that folder. See the module docstring."""
+    import keras
+    import tensorflow as tf
+
+    from landmarks import callbacks as cb
+    from landmarks.optimization import (
+        ArcFaceCrossEntropy,
+        exclude_vectors_from_decay,
+        make_optimizer,
+        make_schedule,
+    )
+    from landmarks.strategy import detect_strategy, resolve_jit_compile, resolve_precision
+
+    setup = detect_strategy()
+    plan = check_config(config, replicas=setup.replicas)
+    precision = resolve_precision(config.precision, setup.kind)
+    jit_compile = resolve_jit_compile(config.jit_compile, setup.kind)
+    resolved = Config.from_dict(config.to_dict(), source="config")
+    resolved.num_classes = plan.num_classes
+    run_dir = config.run_dir
+    checkpoint_dir = os.path.join(run_dir, "checkpoints")
+    _check_resume_compatible(resolved, run_dir)
+    print(
+        f"training on {setup.kind} x{setup.replicas} ({type(setup.strategy).__name__}), "
+        f"{precision}, jit_compile={jit_compile}; {plan.train_examples} records, "
+        f"{plan.num_classes} classes, global batch {plan.global_batch}, "
+        f"{plan.steps_per_epoch} steps/epoch",
+        flush=True,
+    )
+    if setup.is_chief:
+        tf.io.gfile.makedirs(run_dir)
+        resolved.save(os.path.join(run_dir, "config.yaml"))
+
+    keras.mixed_precision.set_global_policy(precision)
+    keras.utils.set_random_seed(config.seed)
+    from landmarks.models import build_model
+
+    with setup.strategy.scope():
+        train_model, embed_model = build_model(
+            resolved, class_counts=plan.class_counts if config.dynamic_margins else None
+        )
+        schedule = make_schedule(
+            config.learning_rate, plan.total_steps, plan.warmup_steps, config.min_learning_rate
+        )
+        optimizer = make_optimizer(
+            config.optimizer,
+            schedule,
+            weight_decay=config.weight_decay,
+            clip_norm=config.clip_norm,
+            backbone_variables=backbone_variables(train_model),
+            backbone_lr_multiplier=config.backbone_lr_multiplier,
+        )
+        exclude_vectors_from_decay(optimizer, train_model.trainable_variables)
+        loss = ArcFaceCrossEntropy(config.label_smoothing)
+        output_names = sorted(train_model.output) if isinstance(train_model.output, dict) else []
+        train_model.compile(
+            optimizer=optimizer,
+            loss={name: loss for name in output_names} if output_names else loss,
+            jit_compile=jit_compile,
+            steps_per_execution=config.steps_per_execution,
+        )
+        train_model.optimizer.build(train_model.trainable_variables)
+        checkpoint = cb.RunCheckpoint(
+            checkpoint_dir, train_model, train_model.optimizer, is_chief=setup.is_chief
+        )
+        start_epoch = checkpoint.restore_latest()
+        if start_epoch:
+            print(
+                f"resumed from {checkpoint.latest()}: epoch {start_epoch} done, "
+                f"step {int(optimizer.iterations.numpy())}",
+                flush=True,
+            )
+        elif config.init_from:
+            print(f"initial weights from {cb.restore_model_weights(train_model, config.init_from)}")
+
+    last_epoch = config.stop_after_epochs or config.epochs
+    history_path = os.path.join(run_dir, "history.csv")
+    history = cb.HistoryCSV(
+        history_path,
+        schedule,
+        config.backbone_lr_multiplier,
+        start_epoch=start_epoch,
+        enabled=setup.is_chief,
+    )
+    nan_stop = cb.StopOnNaN()
+    callbacks = [nan_stop]
+    if plan.holdout_files:
+        previous = [float(r["val_gap"]) for r in history.rows if r.get("val_gap")]
+        callbacks.append(
+            cb.ValidationGAP(
+                embed_model,
+                lambda: _embed_dataset(plan.holdout_files, config, config.validation_queries),
+                lambda: _embed_dataset(plan.train_files, config, config.validation_index),
+                every=config.validate_every,
+                k=config.knn_k,
+                best_path=os.path.join(run_dir, "best_embed_model.keras"),
+                best_so_far=max(previous, default=-1.0),
+                is_chief=setup.is_chief,
+            )
+        )
+    callbacks += [history, checkpoint]
+
+    if start_epoch < last_epoch:
+        from landmarks.data.pipeline import make_train_dataset
+
+        dataset = make_train_dataset(
+            plan.train_files,
+            config.image_size,
+            plan.global_batch,
+            augment=config.augment,
+            seed=config.seed,
+            shuffle_buffer=config.shuffle_buffer,
+            repeat=True,
+        )
+        dataset = _targets_per_output(dataset, output_names)
+        train_model.fit(
+            dataset,
+            epochs=last_epoch,
+            initial_epoch=start_epoch,
+            steps_per_epoch=plan.steps_per_epoch,
+            callbacks=callbacks,
+            verbose=verbose,
+        )
+        nan_stop.raise_if_stopped(checkpoint_dir)
+
+    if setup.is_chief:
+        cb.save_keras_atomic(embed_model, os.path.join(run_dir, "embed_model.keras"))
+        _plot_curves(history_path, os.path.join(run_dir, "curves.png"))
+    return run_dir
+
+
+def _embed_dataset(files: list, config: Config, limit: int):
+    """At most `limit` records of `files` as an embedding dataset (ids, labels kept).
+
+    Not auto-sharded: under multi-worker training every worker embeds the whole subset, so
+    each computes the same GAP.
+    """
+    import tensorflow as tf
+
+    from landmarks.data.pipeline import make_embed_dataset
+
+    batch = max(1, config.batch_size)
+    dataset = make_embed_dataset(files, config.image_size, batch)
+    dataset = dataset.unbatch().take(limit).batch(batch)
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
+    return dataset.with_options(options)
+
+
+def _plot_curves(history_csv: str, out_png: str) -> None:
+    """curves.png through landmarks.plots (loss, learning rate, validation GAP per epoch)."""
+    import tensorflow as tf
+
+    if not tf.io.gfile.exists(history_csv):
+        return
+    from landmarks.plots import plot_history
+
+    plot_history(history_csv, out_png)

@@ -1,0 +1,114 @@
+"""Strategy detection, precision and XLA choices, and a real two-worker training run."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from landmarks.errors import ConfigError
+from landmarks.strategy import detect_strategy, resolve_jit_compile, resolve_precision
+
+WORKER_SCRIPT = Path(__file__).with_name("multiworker_worker.py")
+
+
+@pytest.mark.parametrize(
+    ("kind", "expected"),
+    [("tpu", "mixed_bfloat16"), ("gpu", "mixed_float16"), ("cpu", "float32")],
+)
+def test_auto_precision_per_device(kind, expected):
+    assert resolve_precision("auto", kind) == expected
+
+
+def test_forced_precision_and_its_errors():
+    assert resolve_precision("mixed_bfloat16", "cpu") == "mixed_bfloat16"
+    assert resolve_precision("float32", "tpu") == "float32"
+    with pytest.raises(ConfigError, match="precision: 'fp16'"):
+        resolve_precision("fp16", "gpu")
+    with pytest.raises(ConfigError, match="not supported on TPU"):
+        resolve_precision("mixed_float16", "tpu")
+
+
+def test_jit_compile_auto_is_on_for_tpu_only():
+    assert resolve_jit_compile("auto", "tpu") is True
+    assert resolve_jit_compile("auto", "gpu") is False
+    assert resolve_jit_compile("auto", "cpu") is False
+    assert resolve_jit_compile("true", "gpu") is True
+    assert resolve_jit_compile("false", "cpu") is False
+    with pytest.raises(ConfigError, match="jit_compile"):
+        resolve_jit_compile("maybe", "cpu")
+    with pytest.raises(ConfigError, match="impossible on TPU"):
+        resolve_jit_compile("false", "tpu")
+
+
+def test_this_machine_gets_the_default_cpu_strategy(monkeypatch):
+    monkeypatch.delenv("TF_CONFIG", raising=False)
+    setup = detect_strategy()
+    assert (setup.kind, setup.replicas, setup.workers, setup.is_chief) == ("cpu", 1, 1, True)
+
+
+def test_bad_tf_config_is_named(monkeypatch):
+    monkeypatch.setenv("TF_CONFIG", "{not json")
+    with pytest.raises(ConfigError, match="TF_CONFIG"):
+        detect_strategy(allow_tpu=False)
+
+
+def _free_ports(count: int) -> list[int]:
+    sockets = [socket.socket() for _ in range(count)]
+    for sock in sockets:
+        sock.bind(("localhost", 0))
+    ports = [sock.getsockname()[1] for sock in sockets]
+    for sock in sockets:
+        sock.close()
+    return ports
+
+
+@pytest.mark.slow
+def test_two_workers_on_localhost_train_in_sync(tmp_path):
+    """Two real processes, TF_CONFIG with two ports -> MultiWorkerMirroredStrategy, 8 steps."""
+    workers = [f"localhost:{port}" for port in _free_ports(2)]
+    steps = 8
+    processes = []
+    for index in range(2):
+        env = dict(os.environ)
+        env["TF_CONFIG"] = json.dumps(
+            {"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}}
+        )
+        env["CUDA_VISIBLE_DEVICES"] = ""
+        processes.append(
+            subprocess.Popen(
+                [sys.executable, str(WORKER_SCRIPT), str(tmp_path), str(steps)],
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )
+        )
+    outputs = []
+    try:
+        for process in processes:
+            outputs.append(process.communicate(timeout=240)[0])
+    finally:
+        for process in processes:
+            if process.poll() is None:
+                process.kill()
+    for process, output in zip(processes, outputs, strict=True):
+        assert process.returncode == 0, output[-3000:]
+
+    results = [json.loads((tmp_path / f"worker-{i}.json").read_text()) for i in range(2)]
+    for result in results:
+        assert result["multi_worker_mirrored"]
+        assert (result["replicas"], result["workers"]) == (2, 2)
+        assert result["iterations"] == steps
+        assert result["losses"][1] < result["losses"][0]
+    assert [r["is_chief"] for r in results] == [True, False]
+    # the replicas applied the same all-reduced updates
+    assert results[0]["weights_sum"] == pytest.approx(results[1]["weights_sum"], rel=1e-6)
+    # only the chief left checkpoints, numbered by finished epochs
+    names = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
+    assert "checkpoint" in names and any(n.startswith("ckpt-2.") for n in names)
