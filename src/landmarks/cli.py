@@ -206,6 +206,40 @@ def _run_evaluate(args) -> int:
 _REGISTRARS.append(_register_evaluate)
 
 
+def _register_demo_data(subparsers) -> None:
+    """`demo-data --out DIR`: build the mini-landmarks data set from real photographs."""
+    parser = subparsers.add_parser(
+        "demo-data", help="build the mini-landmarks demo data set (GLDv2 layout, real photos)"
+    )
+    parser.add_argument(
+        "--out", required=True, help="folder to build (absent, empty or an earlier build)"
+    )
+    parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    parser.add_argument(
+        "--source",
+        choices=("auto", "gcompris", "fallback"),
+        default="auto",
+        help="photos: gcompris-qt-data via apt-get, the scikit-image/scikit-learn fallback, "
+        "or auto (gcompris, else fallback; default)",
+    )
+    parser.add_argument(
+        "--views-per-landmark", type=int, default=12, help="train images per landmark (default 12)"
+    )
+    parser.set_defaults(handler=_run_demo_data)
+
+
+def _run_demo_data(args) -> int:
+    from landmarks.data.demo import build_demo_data
+
+    build_demo_data(
+        args.out, seed=args.seed, source=args.source, views_per_landmark=args.views_per_landmark
+    )
+    return 0
+
+
+_REGISTRARS.append(_register_demo_data)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The top-level parser with every command that exists."""
     parser = argparse.ArgumentParser(
