@@ -38,7 +38,7 @@ class Config:
     # --- model ----------------------------------------------------------------------------
     backbone: str = "efficientnet_b0"  # see landmarks.models.BACKBONES
     weights: str | None = None  # None, "imagenet", "noisy-student" or a weights file path
-    head: str = "dolg"  # "dolg", or "gem" (global-only ablation)
+    head: str = "dolg"  # "dolg", "gem" (global-only ablation) or "fbsd"; see models.HEADS
     embedding_dim: int = 512
     local_dim: int = 512  # channels of the DOLG local branch (and of the fused global vector)
     dilations: list[int] = field(default_factory=lambda: [6, 12, 18])  # MultiAtrous rates
@@ -51,6 +51,11 @@ class Config:
     dynamic_margins: bool = True  # per-class margins from class counts (2021 winner)
     margin_low: float = 0.05
     margin_high: float = 0.5
+    fbsd_mid_dim: int = 512  # head fbsd: 1x1 reduction channels per stage (paper: 512)
+    fbsd_part_dim: int = 1024  # head fbsd: part-map channels per stage (paper: 1024)
+    fbsd_alpha: float = 0.5  # head fbsd: FBSM boosting strength
+    fbsd_beta: float = 0.5  # head fbsd: FBSM factor on the suppressed best strip
+    fbsd_gamma: float = 1.0  # head fbsd: weight of the FDM-exchanged part features
 
     # --- training -------------------------------------------------------------------------
     epochs: int = 10
