@@ -257,6 +257,8 @@ def test_rebuild_replaces_an_earlier_build_but_not_foreign_folders(tmp_path):
     a_file.write_text("x")
     with pytest.raises(DataError, match="not a folder"):
         build_demo_data(a_file, source="fallback")
+    with pytest.raises(DataError, match="cannot create the build folder"):
+        build_demo_data(a_file / "mini", source="fallback")
 
     empty = tmp_path / "empty"
     empty.mkdir()

@@ -40,7 +40,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageEnhance, ImageFilter
 
-from landmarks.data.demo_sources import Photo, PhotoSet, load_photos
+from landmarks.data.demo_sources import SOURCES, Photo, PhotoSet, load_photos
 from landmarks.errors import ConfigError, DataError
 
 MAX_SIDE = 384  # px, longest side of every image written
@@ -102,12 +102,13 @@ def build_demo_data(
         raise ConfigError(f"views_per_landmark must be at least 1, got {views_per_landmark}")
     out_dir = Path(out_dir)
     _check_target(out_dir)
-    photos = load_photos(source, cache_dir=cache_dir, log=log)
-
-    landmark_ids = _landmark_ids(len(photos.landmarks), seed)
-    items = _plan(photos, landmark_ids, seed, views_per_landmark)
+    if source not in SOURCES:
+        raise ConfigError(f"unknown demo data source {source!r}; expected one of {SOURCES}")
     staging = _staging_dir(out_dir)
     try:
+        photos = load_photos(source, cache_dir=cache_dir, log=log)
+        landmark_ids = _landmark_ids(len(photos.landmarks), seed)
+        items = _plan(photos, landmark_ids, seed, views_per_landmark)
         for item in items:
             _write_image(staging, item)
         summary = _write_tables(staging, photos, landmark_ids, items, seed, views_per_landmark)
