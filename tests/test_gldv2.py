@@ -17,7 +17,7 @@ def test_read_train_table_gives_layout_paths_and_labels(tmp_path):
     assert table["id"].tolist() == list(rows)
     assert table["landmark_id"].tolist() == list(rows.values())
     assert table["landmark_id"].dtype == np.int64
-    for iid, path in zip(table["id"], table["path"]):
+    for iid, path in zip(table["id"], table["path"], strict=True):
         assert path == str(train_image(tmp_path, iid))
 
 

@@ -63,7 +63,10 @@ def list_split_images(data_dir: str, split: str) -> pd.DataFrame:
     ids = pd.Series([os.path.splitext(os.path.basename(p))[0] for p in paths])
     repeated = ids[ids.duplicated(keep=False)]
     if len(repeated):
-        named = [f"{i!r} at {p}" for i, p in zip(repeated, np.asarray(paths)[repeated.index])]
+        named = [
+            f"{i!r} at {p}"
+            for i, p in zip(repeated, np.asarray(paths)[repeated.index], strict=True)
+        ]
         raise DataError(f"{folder}: duplicate image ids: {tables.summarize(named)}")
     table = pd.DataFrame({"id": ids, "path": paths, "landmark_id": tables.UNKNOWN_LABEL})
     return table.sort_values("id", kind="stable").reset_index(drop=True)
@@ -130,7 +133,7 @@ def stratified_holdout(
     held = np.zeros(len(table), bool)
     order = np.argsort(labels, kind="stable")
     starts = np.flatnonzero(np.r_[True, labels[order][1:] != labels[order][:-1]])
-    for start, stop in zip(starts, np.r_[starts[1:], len(order)]):
+    for start, stop in zip(starts, np.r_[starts[1:], len(order)], strict=True):
         rows = order[start:stop]
         n_hold = int(np.floor(len(rows) * fraction))
         if n_hold:

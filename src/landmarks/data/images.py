@@ -71,7 +71,7 @@ def encode_image(path: str, max_side: int | None = None, quality: int = 95) -> E
     except UnidentifiedImageError as error:
         raise ImageSkipped("not an image (unrecognised content)") from error
     except (OSError, SyntaxError, ValueError) as error:
-        raise ImageSkipped(f"corrupt image header: {error}") from error
+        raise ImageSkipped(f"{_damage(error)} image header: {error}") from error
     except Image.DecompressionBombError as error:
         raise ImageSkipped(f"too many pixels: {error}") from error
 
@@ -89,6 +89,11 @@ def encode_image(path: str, max_side: int | None = None, quality: int = 95) -> E
         width, height = image.size
         return EncodedImage(data, height, width, "copied")
     return _reencode(image, orientation, max_side, quality)
+
+
+def _damage(error: Exception) -> str:
+    """ "truncated" when Pillow says the data ended early, else "corrupt"."""
+    return "truncated" if "truncat" in str(error).lower() else "corrupt"
 
 
 def _orientation(image: Image.Image) -> int:
@@ -112,11 +117,8 @@ def _reencode(
         image.draft(None, (max_side, max_side))
     try:
         image.load()
-    except OSError as error:
-        reason = "truncated" if "truncated" in str(error) else "corrupt"
-        raise ImageSkipped(f"{reason} image: {error}") from error
-    except (SyntaxError, ValueError) as error:
-        raise ImageSkipped(f"corrupt image: {error}") from error
+    except (OSError, SyntaxError, ValueError) as error:
+        raise ImageSkipped(f"{_damage(error)} image: {error}") from error
     if orientation not in (0, 1):
         image = ImageOps.exif_transpose(image)
         changes.append("rotated")

@@ -94,7 +94,8 @@ def serialize_example(
         "image/height": _int(height),
         "image/width": _int(width),
     }
-    return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
+    example = tf.train.Example(features=tf.train.Features(feature=feature))
+    return example.SerializeToString(deterministic=True)  # same bytes in every process
 
 
 def write_shard(job: ShardJob) -> dict:
@@ -111,7 +112,7 @@ def write_shard(job: ShardJob) -> dict:
     try:
         with tf.io.TFRecordWriter(temp) as writer:
             for image_id, path, label, landmark_id in zip(
-                job.ids, job.paths, job.labels, job.landmark_ids
+                job.ids, job.paths, job.labels, job.landmark_ids, strict=True
             ):
                 try:
                     image = encode_image(path, job.image_size, job.jpeg_quality)
