@@ -240,6 +240,137 @@ def _run_demo_data(args) -> int:
 _REGISTRARS.append(_register_demo_data)
 
 
+def _register_prepare(subparsers) -> None:
+    """`prepare`: a GLDv2 folder (or any CSV of images) -> sharded TFRecords + manifest."""
+    parser = subparsers.add_parser(
+        "prepare",
+        help="write sharded TFRecords (+ label_map.csv, manifest.json) from a GLDv2 folder or a CSV",
+    )
+    source = parser.add_argument_group("source (a GLDv2-layout folder, or any CSV of images)")
+    source.add_argument("--data-dir", help="GLDv2-layout folder (train.csv, train/, test/, index/)")
+    source.add_argument(
+        "--split",
+        default=None,
+        help="train, test or index with --data-dir; the shard prefix with --csv (default train)",
+    )
+    source.add_argument("--csv", help="CSV listing images (instead of --data-dir)")
+    source.add_argument(
+        "--image-column", help="CSV column of image paths (relative to --image-root)"
+    )
+    source.add_argument(
+        "--label-column", help="CSV column of integer labels (omit for unlabelled images)"
+    )
+    source.add_argument("--id-column", help="CSV column of unique ids (default: image file name)")
+    source.add_argument(
+        "--image-root", help="folder relative image paths start from (default: the CSV's folder)"
+    )
+    parser.add_argument("--out", required=True, help="output folder, local or gs://")
+    parser.add_argument(
+        "--shards",
+        type=int,
+        default=None,
+        help="shards of the main split (default: one per 2000 images)",
+    )
+    parser.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
+    parser.add_argument(
+        "--image-size",
+        type=int,
+        default=None,
+        help="longest side in pixels (default: keep sizes; small upright RGB JPEGs are copied byte for byte)",
+    )
+    parser.add_argument(
+        "--holdout",
+        type=float,
+        default=0.0,
+        help="fraction per class kept for validation (default 0)",
+    )
+    parser.add_argument(
+        "--min-images", type=int, default=1, help="leave out classes with fewer images (default 1)"
+    )
+    parser.add_argument(
+        "--seed", type=int, default=0, help="seeds the holdout and the shuffle (default 0)"
+    )
+    parser.add_argument(
+        "--jpeg-quality", type=int, default=95, help="quality of re-encoded JPEGs (default 95)"
+    )
+    parser.add_argument(
+        "--num-tasks",
+        type=int,
+        default=1,
+        help="split the build across this many machines (default 1)",
+    )
+    parser.add_argument(
+        "--task-index", type=int, default=0, help="which of --num-tasks this run is (0-based)"
+    )
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.set_defaults(handler=_run_prepare)
+
+
+def _run_prepare(args) -> int:
+    from landmarks.data import tfrecords
+    from landmarks.errors import ConfigError
+
+    options = dict(
+        num_shards=args.shards,
+        workers=args.workers,
+        image_size=args.image_size,
+        holdout=args.holdout,
+        min_images=args.min_images,
+        seed=args.seed,
+        num_tasks=args.num_tasks,
+        task_index=args.task_index,
+        jpeg_quality=args.jpeg_quality,
+        progress=not args.quiet,
+    )
+    if (args.data_dir is None) == (args.csv is None):
+        raise ConfigError("prepare needs exactly one of --data-dir or --csv")
+    if args.csv is not None:
+        if not args.image_column:
+            raise ConfigError("--csv needs --image-column")
+        manifest = tfrecords.prepare_csv(
+            args.csv,
+            args.out,
+            image_column=args.image_column,
+            label_column=args.label_column,
+            id_column=args.id_column,
+            image_root=args.image_root,
+            split=args.split or "train",
+            **options,
+        )
+    else:
+        if args.split is None:
+            raise ConfigError("--data-dir needs --split train, test or index")
+        manifest = tfrecords.prepare(args.data_dir, args.split, args.out, **options)
+    print(tfrecords.summary(manifest, args.out))
+    return 0
+
+
+_REGISTRARS.append(_register_prepare)
+
+
+def _register_merge_manifests(subparsers) -> None:
+    """`merge-manifests --out DIR`: join the task manifests of a build split across machines."""
+    parser = subparsers.add_parser(
+        "merge-manifests", help="join the per-task manifests of a prepare split with --num-tasks"
+    )
+    parser.add_argument("--out", required=True, help="the records folder all tasks wrote to")
+    parser.add_argument(
+        "--split", default=None, help="only this build (default: every build found)"
+    )
+    parser.set_defaults(handler=_run_merge_manifests)
+
+
+def _run_merge_manifests(args) -> int:
+    from landmarks.data import tfrecords
+
+    manifest = tfrecords.merge_manifests(args.out, args.split)
+    print(tfrecords.summary(manifest, args.out))
+    return 0
+
+
+_REGISTRARS.append(_register_merge_manifests)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The top-level parser with every command that exists."""
     parser = argparse.ArgumentParser(
