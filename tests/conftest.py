@@ -29,3 +29,23 @@ def mini_landmarks(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("data") / "mini-landmarks"
     build_demo_data(out, seed=0)
     return out
+
+
+@pytest.fixture(scope="session")
+def mini_records(mini_landmarks, tmp_path_factory) -> Path:
+    """TFRecords of the mini-landmarks train split (64 px, holdout 0.2, 2 train shards, seed 0):
+    train-*.tfrec, holdout-*.tfrec, label_map.csv and manifest.json in one folder."""
+    from landmarks.data.tfrecords import prepare
+
+    out = tmp_path_factory.mktemp("records") / "mini-records"
+    prepare(
+        str(mini_landmarks),
+        "train",
+        str(out),
+        num_shards=2,
+        image_size=64,
+        holdout=0.2,
+        seed=0,
+        progress=False,
+    )
+    return out
