@@ -205,11 +205,12 @@ class StopOnNaN(keras.callbacks.Callback):
 class ValidationGAP(keras.callbacks.Callback):
     """Every `every` epochs: GAP of kNN recognition of holdout images against train images.
 
-    Embeds at most `max_queries` holdout images (queries) and `max_index` training images
-    (index) with `embed_model`, votes over the `k` nearest index images
+    Embeds the holdout subset (queries) and the training subset (index) that the two dataset
+    factories give with `embed_model` (a callable image batch -> embeddings), votes over the `k` nearest index images
     (landmarks.inference.knn + recognize) and scores with landmarks.metrics GAP. Adds
     `val_gap` to the epoch logs. When GAP improves on the best so far (`best_so_far`, read from
-    history.csv on resume), saves the embedding model to `best_path` (chief only).
+    history.csv on resume), saves `save_model` (the Keras embedding model) to `best_path`
+    (chief only).
     """
 
     def __init__(
@@ -221,11 +222,13 @@ class ValidationGAP(keras.callbacks.Callback):
         every: int,
         k: int,
         best_path: str,
+        save_model=None,
         best_so_far: float = -1.0,
         is_chief: bool = True,
     ):
         super().__init__()
         self.embed_model = embed_model
+        self.save_model = save_model if save_model is not None else embed_model
         self.make_query_dataset = make_query_dataset
         self.make_index_dataset = make_index_dataset
         self.every = every
@@ -263,7 +266,27 @@ class ValidationGAP(keras.callbacks.Callback):
         if gap > self.best:
             self.best = gap
             if self.is_chief:
-                save_keras_atomic(self.embed_model, self.best_path)
+                save_keras_atomic(self.save_model, self.best_path)
+
+
+def compiled_embedder(embed_model, strategy):
+    """`embed_model` as one traced call per batch shape, run on the strategy's first replica.
+
+    Calling the Keras model eagerly dispatches op by op (slow; on TPU very slow); this traces
+    the forward pass once per batch shape. Every replica gets the same batch and the first
+    replica's result is used, so no collective is needed.
+    Returns a callable (images float32 [B,S,S,3], training=False) -> float32 [B, D].
+    """
+    import tensorflow as tf
+
+    @tf.function
+    def forward(images):
+        return strategy.run(lambda x: embed_model(x, training=False), args=(images,))
+
+    def call(images, training=False):
+        return strategy.experimental_local_results(forward(images))[0]
+
+    return call
 
 
 def save_keras_atomic(model, path: str) -> None:

@@ -18,7 +18,6 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 
 from landmarks.config import Config
@@ -69,19 +68,16 @@ def count_examples(records_dir: str, split: str, files: list) -> int:
 
 
 def _manifest_count(records_dir: str, split: str) -> int | None:
-    """Example count of `split` written by landmarks.data.tfrecords.prepare, if recorded."""
+    """Example count of `split` in manifest.json (landmarks.data.tfrecords), if there is one."""
     import tensorflow as tf
 
-    path = os.path.join(records_dir, "manifest.json")
-    if not tf.io.gfile.exists(path):
-        return None
-    from landmarks.io_utils import read_text
+    from landmarks.data.tfrecords import read_manifest
 
-    try:
-        manifest = json.loads(read_text(path))
-    except json.JSONDecodeError as error:
-        raise DataError(f"{path}: not valid JSON: {error}") from error
-    return None  # TODO(records): read the per-split count once the manifest format is known
+    if not tf.io.gfile.exists(os.path.join(records_dir, "manifest.json")):
+        return None
+    split_info = read_manifest(records_dir).get("splits", {}).get(split, {})
+    count = split_info.get("examples")
+    return int(count) if count is not None else None
 
 
 def check_config(config: Config, replicas: int = 1) -> TrainingPlan:
@@ -127,30 +123,21 @@ def check_config(config: Config, replicas: int = 1) -> TrainingPlan:
     if config.validate_every < 0:
         raise ConfigError(f"validate_every: must be >= 0 (0 = never), got {config.validate_every}")
 
-    from landmarks.data.tfrecords import list_shards, read_label_map
+    import tensorflow as tf
 
-    pattern = os.path.join(config.records_dir, f"{config.train_split}-*-of-*.tfrec")
-    train_files = list_shards(config.records_dir, config.train_split)
-    if not train_files:
-        raise ConfigError(
-            f"records_dir: no training records {pattern}; write them with "
-            f"`python -m landmarks prepare --split train --out {config.records_dir}`"
-        )
+    from landmarks.data.tfrecords import read_label_map
+
+    train_files = _shards_or_error(config.records_dir, config.train_split, "records_dir")
     holdout_files = []
     if config.validate_every and config.holdout_split:
-        holdout_files = list_shards(config.records_dir, config.holdout_split)
-        if not holdout_files:
-            raise ConfigError(
-                f"holdout_split: no validation records "
-                f"{os.path.join(config.records_dir, config.holdout_split + '-*-of-*.tfrec')}; "
-                "prepare with --holdout > 0, or set validate_every=0 or holdout_split=''"
-            )
-    try:
-        label_map = read_label_map(config.records_dir)
-    except FileNotFoundError as error:
+        holdout_files = _shards_or_error(config.records_dir, config.holdout_split, "holdout_split")
+    label_map_path = os.path.join(config.records_dir, "label_map.csv")
+    if not tf.io.gfile.exists(label_map_path):
         raise ConfigError(
-            f"records_dir: no label map {os.path.join(config.records_dir, 'label_map.csv')}"
-        ) from error
+            f"records_dir: no label map {label_map_path}; the records were not written by "
+            "`python -m landmarks prepare --split train`"
+        )
+    label_map = read_label_map(config.records_dir)
     if len(label_map) == 0:
         raise DataError(f"{os.path.join(config.records_dir, 'label_map.csv')}: no rows")
     labels = label_map["label"].to_numpy()
@@ -191,6 +178,27 @@ def check_config(config: Config, replicas: int = 1) -> TrainingPlan:
         total_steps=total_steps,
         warmup_steps=warmup_steps,
     )
+
+
+def _shards_or_error(records_dir: str, split: str, key: str) -> list[str]:
+    """Shards of `split`, or a ConfigError naming `key`, the folder and the shard pattern."""
+    from landmarks.data.tfrecords import list_shards
+
+    pattern = os.path.join(records_dir, f"{split}-NNNNN-of-NNNNN.tfrec")
+    try:
+        files = list_shards(records_dir, split)
+    except DataError as error:
+        files, reason = [], f" ({error})"
+    else:
+        reason = ""
+    if not files:
+        hint = (
+            f"write them with `python -m landmarks prepare --split train --out {records_dir}`"
+            if key == "records_dir"
+            else "prepare with --holdout > 0, or set validate_every=0 or holdout_split=''"
+        )
+        raise ConfigError(f"{key}: no records {pattern}{reason}; {hint}")
+    return files
 
 
 def backbone_variables(train_model) -> list:
@@ -243,13 +251,12 @@ def train(config: Config, *, verbose: int = 2) -> str:
     import tensorflow as tf
 
     from landmarks import callbacks as cb
-    from landmarks.optimization import (
-        ArcFaceCrossEntropy,
-        exclude_vectors_from_decay,
-        make_optimizer,
-        make_schedule,
+    from landmarks.strategy import (
+        detect_strategy,
+        multi_worker_trainer,
+        resolve_jit_compile,
+        resolve_precision,
     )
-    from landmarks.strategy import detect_strategy, resolve_jit_compile, resolve_precision
 
     setup = detect_strategy()
     plan = check_config(config, replicas=setup.replicas)
@@ -273,73 +280,38 @@ def train(config: Config, *, verbose: int = 2) -> str:
 
     keras.mixed_precision.set_global_policy(precision)
     keras.utils.set_random_seed(config.seed)
-    from landmarks.models import build_model
-
     with setup.strategy.scope():
-        train_model, embed_model = build_model(
-            resolved, class_counts=plan.class_counts if config.dynamic_margins else None
-        )
-        schedule = make_schedule(
-            config.learning_rate, plan.total_steps, plan.warmup_steps, config.min_learning_rate
-        )
-        optimizer = make_optimizer(
-            config.optimizer,
-            schedule,
-            weight_decay=config.weight_decay,
-            clip_norm=config.clip_norm,
-            backbone_variables=backbone_variables(train_model),
-            backbone_lr_multiplier=config.backbone_lr_multiplier,
-        )
-        exclude_vectors_from_decay(optimizer, train_model.trainable_variables)
-        loss = ArcFaceCrossEntropy(config.label_smoothing)
-        output_names = sorted(train_model.output) if isinstance(train_model.output, dict) else []
-        train_model.compile(
-            optimizer=optimizer,
-            loss={name: loss for name in output_names} if output_names else loss,
-            jit_compile=jit_compile,
-            steps_per_execution=config.steps_per_execution,
-        )
-        train_model.optimizer.build(train_model.trainable_variables)
+        parts = _build_and_compile(resolved, plan, jit_compile)
         checkpoint = cb.RunCheckpoint(
-            checkpoint_dir, train_model, train_model.optimizer, is_chief=setup.is_chief
+            checkpoint_dir, parts.model, parts.optimizer, is_chief=setup.is_chief
         )
         start_epoch = checkpoint.restore_latest()
         if start_epoch:
             print(
                 f"resumed from {checkpoint.latest()}: epoch {start_epoch} done, "
-                f"step {int(optimizer.iterations.numpy())}",
+                f"step {int(parts.optimizer.iterations.numpy())}",
                 flush=True,
             )
         elif config.init_from:
-            print(f"initial weights from {cb.restore_model_weights(train_model, config.init_from)}")
+            print(f"initial weights from {cb.restore_model_weights(parts.model, config.init_from)}")
 
-    last_epoch = config.stop_after_epochs or config.epochs
     history_path = os.path.join(run_dir, "history.csv")
     history = cb.HistoryCSV(
         history_path,
-        schedule,
+        parts.schedule,
         config.backbone_lr_multiplier,
         start_epoch=start_epoch,
         enabled=setup.is_chief,
     )
     nan_stop = cb.StopOnNaN()
     callbacks = [nan_stop]
-    if plan.holdout_files:
-        previous = [float(r["val_gap"]) for r in history.rows if r.get("val_gap")]
-        callbacks.append(
-            cb.ValidationGAP(
-                embed_model,
-                lambda: _embed_dataset(plan.holdout_files, config, config.validation_queries),
-                lambda: _embed_dataset(plan.train_files, config, config.validation_index),
-                every=config.validate_every,
-                k=config.knn_k,
-                best_path=os.path.join(run_dir, "best_embed_model.keras"),
-                best_so_far=max(previous, default=-1.0),
-                is_chief=setup.is_chief,
-            )
-        )
+    if plan.holdout_files and setup.multi_worker:
+        print("validation GAP is off in multi-worker training (run `infer` on the saved model)")
+    elif plan.holdout_files:
+        callbacks.append(_validation_callback(config, plan, setup, parts.embed_model, history))
     callbacks += [history, checkpoint]
 
+    last_epoch = config.stop_after_epochs or config.epochs
     if start_epoch < last_epoch:
         from landmarks.data.pipeline import make_train_dataset
 
@@ -352,21 +324,104 @@ def train(config: Config, *, verbose: int = 2) -> str:
             shuffle_buffer=config.shuffle_buffer,
             repeat=True,
         )
-        dataset = _targets_per_output(dataset, output_names)
-        train_model.fit(
-            dataset,
-            epochs=last_epoch,
-            initial_epoch=start_epoch,
-            steps_per_epoch=plan.steps_per_epoch,
-            callbacks=callbacks,
-            verbose=verbose,
-        )
+        dataset = _targets_per_output(dataset, parts.output_names)
+        trainer = multi_worker_trainer(parts.model) if setup.multi_worker else parts.model
+        if trainer is not parts.model:
+            _compile(trainer, parts, config, jit_compile)
+        with setup.strategy.scope():
+            trainer.fit(
+                dataset,
+                epochs=last_epoch,
+                initial_epoch=start_epoch,
+                steps_per_epoch=plan.steps_per_epoch,
+                callbacks=callbacks,
+                verbose=verbose,
+            )
         nan_stop.raise_if_stopped(checkpoint_dir)
 
     if setup.is_chief:
-        cb.save_keras_atomic(embed_model, os.path.join(run_dir, "embed_model.keras"))
+        cb.save_keras_atomic(parts.embed_model, os.path.join(run_dir, "embed_model.keras"))
         _plot_curves(history_path, os.path.join(run_dir, "curves.png"))
     return run_dir
+
+
+@dataclasses.dataclass
+class _Compiled:
+    """The models, schedule, optimizer and loss of a run (built in the strategy scope)."""
+
+    model: object
+    embed_model: object
+    schedule: object
+    optimizer: object
+    loss: object
+    output_names: list
+
+
+def _build_and_compile(config: Config, plan: TrainingPlan, jit_compile: bool) -> _Compiled:
+    """build_model with dynamic margins from the class counts, then compile; optimizer built."""
+    from landmarks.models import build_model
+    from landmarks.optimization import (
+        ArcFaceCrossEntropy,
+        exclude_vectors_from_decay,
+        make_optimizer,
+        make_schedule,
+    )
+
+    train_model, embed_model = build_model(
+        config, class_counts=plan.class_counts if config.dynamic_margins else None
+    )
+    schedule = make_schedule(
+        config.learning_rate, plan.total_steps, plan.warmup_steps, config.min_learning_rate
+    )
+    optimizer = make_optimizer(
+        config.optimizer,
+        schedule,
+        weight_decay=config.weight_decay,
+        clip_norm=config.clip_norm,
+        backbone_variables=backbone_variables(train_model),
+        backbone_lr_multiplier=config.backbone_lr_multiplier,
+    )
+    exclude_vectors_from_decay(optimizer, train_model.trainable_variables)
+    output = train_model.output
+    parts = _Compiled(
+        model=train_model,
+        embed_model=embed_model,
+        schedule=schedule,
+        optimizer=optimizer,
+        loss=ArcFaceCrossEntropy(config.label_smoothing),
+        output_names=sorted(output) if isinstance(output, dict) else [],
+    )
+    _compile(train_model, parts, config, jit_compile)
+    # Built now (not at the first step) so that a checkpoint restores its slots at once.
+    train_model.optimizer.build(train_model.trainable_variables)
+    return parts
+
+
+def _compile(model, parts: _Compiled, config: Config, jit_compile: bool) -> None:
+    loss = {name: parts.loss for name in parts.output_names} if parts.output_names else parts.loss
+    model.compile(
+        optimizer=parts.optimizer,
+        loss=loss,
+        jit_compile=jit_compile,
+        steps_per_execution=config.steps_per_execution,
+    )
+
+
+def _validation_callback(config: Config, plan: TrainingPlan, setup, embed_model, history):
+    from landmarks.callbacks import ValidationGAP, compiled_embedder
+
+    previous = [float(r["val_gap"]) for r in history.rows if r.get("val_gap")]
+    return ValidationGAP(
+        compiled_embedder(embed_model, setup.strategy),
+        lambda: _embed_dataset(plan.holdout_files, config, config.validation_queries),
+        lambda: _embed_dataset(plan.train_files, config, config.validation_index),
+        every=config.validate_every,
+        k=config.knn_k,
+        best_path=os.path.join(config.run_dir, "best_embed_model.keras"),
+        save_model=embed_model,
+        best_so_far=max(previous, default=-1.0),
+        is_chief=setup.is_chief,
+    )
 
 
 def _embed_dataset(files: list, config: Config, limit: int):
