@@ -1,0 +1,182 @@
+"""tf.data pipelines: static training shapes, seeded determinism, embedding order/remainder/flip,
+reading image files directly, in-graph cutout, and refusing host augmentation on TPU."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import tensorflow as tf
+from records_helpers import decode, jpeg_bytes, picture, png_bytes, read_records
+
+from landmarks.data import augment, pipeline
+from landmarks.data.tfrecords import list_shards, read_label_map
+from landmarks.errors import ConfigError, DataError
+
+SIZE = 32
+
+
+@pytest.fixture(scope="module")
+def train_files(mini_records):
+    return list_shards(str(mini_records), "train")
+
+
+@pytest.mark.parametrize("mode", ["tf", "albumentations", "none"])
+def test_training_batches_have_static_shapes_and_valid_values(train_files, mode):
+    dataset = pipeline.make_train_dataset(
+        train_files, SIZE, 8, augment=mode, seed=0, shuffle_buffer=64
+    )
+    features_spec, label_spec = dataset.element_spec
+    assert (
+        features_spec["image"].shape == (8, SIZE, SIZE, 3)
+        and features_spec["image"].dtype == tf.float32
+    )
+    assert features_spec["label"].shape == (8,) and label_spec.shape == (8,)
+    assert label_spec.dtype == tf.int32
+    features, labels = next(iter(dataset))
+    image = features["image"].numpy()
+    assert 0.0 <= image.min() and image.max() <= 255.0 and image.std() > 1.0
+    num_classes = len(read_label_map(str(train_files[0]).rsplit("/", 1)[0]))
+    assert np.array_equal(features["label"].numpy(), labels.numpy())
+    assert ((labels.numpy() >= 0) & (labels.numpy() < num_classes)).all()
+
+
+@pytest.mark.parametrize("mode", ["tf", "albumentations"])
+def test_same_seed_same_batches(train_files, mode):
+    def first_batches(seed):
+        dataset = pipeline.make_train_dataset(
+            train_files, SIZE, 4, augment=mode, seed=seed, shuffle_buffer=32
+        )
+        return [(f["image"].numpy(), y.numpy()) for f, y in dataset.take(3)]
+
+    a, b, c = first_batches(5), first_batches(5), first_batches(6)
+    for (image_a, label_a), (image_b, label_b) in zip(a, b, strict=True):
+        assert np.array_equal(image_a, image_b) and np.array_equal(label_a, label_b)
+    assert not all(np.array_equal(x[0], y[0]) for x, y in zip(a, c, strict=True))
+
+
+def test_finite_training_pass_drops_the_remainder(mini_records):
+    files = list_shards(str(mini_records), "holdout")
+    count = len(read_records(files))
+    batches = list(pipeline.make_train_dataset(files, SIZE, 5, augment="none", repeat=False))
+    assert len(batches) == count // 5
+    assert all(f["image"].shape[0] == 5 for f, _ in batches)
+
+
+def test_embed_dataset_keeps_ids_labels_remainder_and_flips(mini_records):
+    files = list_shards(str(mini_records), "holdout")
+    records = read_records(files)
+    batches = list(pipeline.make_embed_dataset(files, 40, 4))
+    sizes = [b["image"].shape[0] for b in batches]
+    assert sum(sizes) == len(records) and all(s == 4 for s in sizes[:-1])
+    ids = [i.decode() for b in batches for i in b["id"].numpy()]
+    assert sorted(ids) == sorted(r["id"] for r in records)
+    labels = dict(zip(ids, np.concatenate([b["label"].numpy() for b in batches]), strict=True))
+    assert labels == {r["id"]: r["label"] for r in records}
+    flipped = list(pipeline.make_embed_dataset(files, 40, 4, flip=True))
+    assert flipped[0]["image"].shape[1:] == (40, 40, 3)
+    np.testing.assert_allclose(
+        flipped[0]["image"].numpy(), batches[0]["image"].numpy()[:, :, ::-1, :]
+    )
+    odd = next(iter(pipeline.make_embed_dataset(files, 45, 2)))  # any size, for multi-scale
+    assert odd["image"].shape == (2, 45, 45, 3)
+
+
+def test_embed_from_files_matches_a_numpy_resize_reference(tmp_path):
+    paths, ids, pixels = [], [], []
+    for i in range(5):
+        data = picture(24, 24, seed=i)
+        path = tmp_path / f"img{i}.jpg"
+        path.write_bytes(jpeg_bytes(data) if i < 4 else png_bytes(data))  # PNG is decoded too
+        paths.append(str(path))
+        ids.append(f"q{i}")
+        pixels.append(decode(path.read_bytes()))  # Pillow's decoding as the reference input
+    batches = list(pipeline.make_embed_dataset_from_files(paths, ids, 12, 2, flip=True))
+    assert [b["image"].shape[0] for b in batches] == [2, 2, 1]
+    got_ids = [i.decode() for b in batches for i in b["id"].numpy()]
+    assert got_ids == ids
+    assert all((b["label"].numpy() == -1).all() for b in batches)
+    images = np.concatenate([b["image"].numpy() for b in batches])
+    reference = _halve_triangle(np.stack(pixels).astype(np.float32))[:, :, ::-1]  # then flip
+    assert np.abs(images - reference).mean() < 2.5  # JPEG decoders differ slightly (IDCT)
+    np.testing.assert_allclose(images[4], reference[4], atol=1e-3)  # lossless PNG: exact
+
+
+def _halve_triangle(images: np.ndarray) -> np.ndarray:
+    """Antialiased bilinear 2x downscale of [N, H, W, C] in numpy: output pixel j averages
+    input pixels 2j-1 .. 2j+2 with weights 1, 3, 3, 1 (renormalised at the borders)."""
+
+    def along(axis_images: np.ndarray, axis: int) -> np.ndarray:
+        n = axis_images.shape[axis]
+        weights = np.zeros((n // 2, n))
+        for j in range(n // 2):
+            for offset, w in zip((-1, 0, 1, 2), (1, 3, 3, 1), strict=True):
+                if 0 <= 2 * j + offset < n:
+                    weights[j, 2 * j + offset] = w
+        weights /= weights.sum(1, keepdims=True)
+        return np.moveaxis(
+            np.tensordot(weights, np.moveaxis(axis_images, axis, 0), axes=1), 0, axis
+        )
+
+    return along(along(images, 1), 2)
+
+
+def test_pipeline_argument_errors(train_files):
+    with pytest.raises(DataError, match="no record files"):
+        pipeline.make_train_dataset([], SIZE, 4)
+    with pytest.raises(ConfigError, match="augment must be one of"):
+        pipeline.make_train_dataset(train_files, SIZE, 4, augment="mixup")
+    with pytest.raises(ConfigError, match="global_batch_size"):
+        pipeline.make_train_dataset(train_files, SIZE, 0)
+    with pytest.raises(DataError, match="2 paths but 1 ids"):
+        pipeline.make_embed_dataset_from_files(["a", "b"], ["a"], SIZE, 2)
+
+
+class _FakeTPUStrategy(tf.distribute.TPUStrategy):
+    """Passes isinstance checks for TPUStrategy without a TPU."""
+
+    def __init__(self):  # no TPU cluster to connect to
+        pass
+
+
+def test_albumentations_is_refused_under_a_tpu_strategy(train_files, monkeypatch):
+    with pytest.raises(ConfigError, match="TPU"):
+        augment.check_host_augmentation_allowed(_FakeTPUStrategy())
+    augment.check_host_augmentation_allowed(tf.distribute.get_strategy())  # CPU: allowed
+    monkeypatch.setattr(tf.distribute, "get_strategy", lambda: _FakeTPUStrategy())
+    with pytest.raises(ConfigError, match="augment='tf'"):
+        pipeline.make_train_dataset(train_files, SIZE, 4, augment="albumentations")
+    pipeline.make_train_dataset(train_files, SIZE, 4, augment="tf")  # in-graph stays allowed
+
+
+def test_cutout_zeroes_one_square_about_half_the_time():
+    image = tf.ones([SIZE, SIZE, 3]) * 200.0
+    side = round(SIZE * augment.CUTOUT_FRACTION)
+    applied = 0
+    for s in range(40):
+        out = augment._cutout(image, tf.constant([s, 1]), tf.constant([s, 2])).numpy()
+        zero = out[..., 0] == 0
+        if zero.any():
+            applied += 1
+            rows, cols = np.flatnonzero(zero.any(1)), np.flatnonzero(zero.any(0))
+            assert len(rows) == side and len(cols) == side and zero.sum() == side * side
+            assert (out[zero] == 0).all() and (out[~zero] == 200.0).all()
+    assert 8 <= applied <= 32
+
+
+def test_random_crop_is_static_and_seeded():
+    encoded = tf.constant(jpeg_bytes(picture(60, 40, seed=1)))
+    a = augment.decode_random_crop(encoded, SIZE, tf.constant([1, 2], tf.int64))
+    b = augment.decode_random_crop(encoded, SIZE, tf.constant([1, 2], tf.int64))
+    c = augment.decode_random_crop(encoded, SIZE, tf.constant([3, 4], tf.int64))
+    assert a.shape == (SIZE, SIZE, 3)
+    assert np.array_equal(a.numpy(), b.numpy()) and not np.array_equal(a.numpy(), c.numpy())
+
+
+def test_mini_records_fixture_matches_its_label_map(mini_records):
+    label_map = read_label_map(str(mini_records))
+    train = pd.DataFrame(read_records(list_shards(str(mini_records), "train")))
+    assert label_map["label"].tolist() == list(range(len(label_map)))
+    counts = train.groupby("landmark_id").size()
+    assert dict(zip(label_map["landmark_id"], label_map["count"], strict=True)) == counts.to_dict()
+    assert (train[["width", "height"]].max(axis=1) <= 64).all()
