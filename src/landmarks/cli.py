@@ -371,6 +371,39 @@ def _run_merge_manifests(args) -> int:
 _REGISTRARS.append(_register_merge_manifests)
 
 
+def _register_train(subparsers) -> None:
+    """`train --config F [--set key=value ...]`: train or resume the run folder of the config."""
+    parser = subparsers.add_parser(
+        "train",
+        help="train EfficientNet-DOLG + sub-center ArcFace on TFRecords (TPU/GPU/CPU); "
+        "resumes the run folder's latest checkpoint",
+    )
+    parser.add_argument(
+        "--config", required=True, help="run config (YAML or JSON), e.g. configs/demo.yaml"
+    )
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config key (repeatable), e.g. --set epochs=3 --set image_size=128",
+    )
+    parser.set_defaults(handler=_run_train)
+
+
+def _run_train(args) -> int:
+    from landmarks.config import Config
+    from landmarks.training import train
+
+    config = Config.load(args.config, args.overrides)
+    print(f"run folder: {train(config)}")
+    return 0
+
+
+_REGISTRARS.append(_register_train)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The top-level parser with every command that exists."""
     parser = argparse.ArgumentParser(
