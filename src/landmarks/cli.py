@@ -404,6 +404,40 @@ def _run_train(args) -> int:
 _REGISTRARS.append(_register_train)
 
 
+def _register_demo(subparsers) -> None:
+    """`demo`: the whole flow on mini-landmarks, on CPU (what `make demo` runs)."""
+    parser = subparsers.add_parser(
+        "demo",
+        help="mini-landmarks -> TFRecords -> train -> kNN -> submission, GAP and mAP@100",
+    )
+    parser.add_argument("--out", default="output/demo", help="output folder (default output/demo)")
+    parser.add_argument(
+        "--data-dir", default="input/mini-landmarks", help="mini-landmarks (built when missing)"
+    )
+    parser.add_argument("--config", default="configs/demo.yaml", help="training preset")
+    parser.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="config override"
+    )
+    parser.add_argument("--workers", type=int, default=2, help="TFRecord writer processes")
+    parser.set_defaults(handler=_run_demo)
+
+
+def _run_demo(args) -> int:
+    from landmarks.demo_flow import run_demo
+
+    run_demo(
+        args.out,
+        data_dir=args.data_dir,
+        config_path=args.config,
+        overrides=args.set,
+        workers=args.workers,
+    )
+    return 0
+
+
+_REGISTRARS.append(_register_demo)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The top-level parser with every command that exists."""
     parser = argparse.ArgumentParser(

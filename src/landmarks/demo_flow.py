@@ -1,0 +1,194 @@
+"""`python -m landmarks demo` (`make demo`): the whole flow on mini-landmarks, on CPU.
+
+    mini-landmarks (built when missing)
+      -> TFRecords: train (with a stratified holdout), test, index      out/tfrecords/
+      -> train with configs/demo.yaml                                   out/run/
+      -> embed + kNN -> recognition submission (validated)              out/submission.csv
+                     -> retrieval submission (validated)                out/retrieval_submission.csv
+      -> GAP and mAP@100 of the trained model, and of the same network untrained (same config,
+         same seed, weights never updated)                              out/metrics.json
+      -> out/retrieval_grid.png and out/curves.png
+
+Every step is a call to the stage's public function (prepare, train, run_inference, the
+metrics and the plots); this module only orders them and chooses the folders.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from landmarks.config import Config
+from landmarks.errors import ConfigError
+from landmarks.io_utils import write_text_atomic
+
+DEMO_CONFIG = "configs/demo.yaml"
+DEMO_DATA = "input/mini-landmarks"
+DEMO_OUT = "output/demo"
+HOLDOUT = 0.2  # fraction of each landmark's train images kept apart for validation
+METRIC_KEYS = ("gap", "map@100", "gap_untrained", "map@100_untrained")
+
+
+def run_demo(
+    out_dir: str = DEMO_OUT,
+    *,
+    data_dir: str = DEMO_DATA,
+    config_path: str = DEMO_CONFIG,
+    overrides: Sequence[str] = (),
+    workers: int = 2,
+    log: Callable[[str], None] = print,
+) -> dict:
+    """Run the demo flow into `out_dir`; returns the metrics written to out_dir/metrics.json:
+    {"gap", "map@100", "gap_untrained", "map@100_untrained"} (floats in [0, 1]).
+
+    `overrides` are `key=value` config settings applied after `config_path` (e.g. a smaller
+    image_size or fewer epochs). The run folder out_dir/run is trained afresh on every call;
+    the records are reused when they were written with the same settings.
+    """
+    out = Path(out_dir)
+    if not Path(config_path).is_file():
+        raise ConfigError(f"demo config not found: {config_path} (run from the repository root)")
+    config = Config.load(config_path, overrides)
+    records_dir = out / "tfrecords"
+    config.update(
+        {
+            "data_dir": str(data_dir),
+            "records_dir": str(records_dir),
+            "output_dir": str(out),
+            "run_name": "run",
+            "model_path": "",
+        },
+        source="demo",
+    )
+
+    _ensure_data(data_dir, log)
+    _prepare_records(config, workers, log)
+
+    run_dir = Path(config.run_dir)
+    if run_dir.exists():
+        shutil.rmtree(run_dir)  # the demo's own run folder: train afresh, never resume
+    from landmarks.training import train
+
+    log(f"== training ({config.backbone}, {config.image_size} px, {config.epochs} epochs)")
+    train(config)
+    trained = Config.load(str(run_dir / "config.yaml"))  # the resolved config (num_classes...)
+
+    log("== inference with the trained model")
+    scores = _infer_and_score(trained, out, log)
+    log("== inference with the same network untrained")
+    untrained = _untrained_config(trained, out / "untrained")
+    baseline = _infer_and_score(untrained, out / "untrained", log)
+
+    metrics = {
+        "gap": scores["gap"],
+        "map@100": scores["map@100"],
+        "gap_untrained": baseline["gap"],
+        "map@100_untrained": baseline["map@100"],
+    }
+    write_text_atomic(str(out / "metrics.json"), json.dumps(metrics, indent=2) + "\n")
+    _plots(run_dir, out, config.data_dir, log)
+    log(
+        f"GAP {metrics['gap']:.4f} (untrained {metrics['gap_untrained']:.4f}), "
+        f"mAP@100 {metrics['map@100']:.4f} (untrained {metrics['map@100_untrained']:.4f})"
+    )
+    log(f"wrote {out / 'submission.csv'}, {out / 'metrics.json'}, retrieval_grid.png, curves.png")
+    return metrics
+
+
+def _ensure_data(data_dir: str, log) -> None:
+    from landmarks.data.demo import MARKER, build_demo_data
+
+    if (Path(data_dir) / MARKER).is_file():
+        return
+    log(f"== building mini-landmarks in {data_dir}")
+    build_demo_data(data_dir, seed=0, log=log)
+
+
+def _prepare_records(config: Config, workers: int, log) -> None:
+    from landmarks.data.tfrecords import prepare
+
+    for split in ("train", "test", "index"):
+        log(f"== TFRecords: {split}")
+        prepare(
+            config.data_dir,
+            split,
+            config.records_dir,
+            workers=workers,
+            holdout=HOLDOUT if split == "train" else 0.0,
+            seed=config.seed,
+            progress=False,
+        )
+
+
+def _untrained_config(trained: Config, folder: Path) -> Config:
+    """A config whose model is the trained run's network with freshly initialised weights,
+    saved to folder/embed_model.keras (same config and seed as the training run)."""
+    import keras
+
+    from landmarks.callbacks import save_keras_atomic
+    from landmarks.models import build_model
+
+    keras.utils.set_random_seed(trained.seed)
+    _, embed_model = build_model(trained)
+    path = folder / "embed_model.keras"
+    folder.mkdir(parents=True, exist_ok=True)
+    save_keras_atomic(embed_model, str(path))
+    untrained = Config.from_dict(trained.to_dict(), source="demo")
+    untrained.update(
+        {"model_path": str(path), "output_dir": str(folder.parent), "run_name": folder.name},
+        source="demo",
+    )
+    return untrained
+
+
+def _infer_and_score(config: Config, out: Path, log) -> dict:
+    """Recognition and retrieval submissions in `out`, scored against the demo's solutions."""
+    from landmarks.evaluation import evaluate_files
+    from landmarks.inference import run_inference
+
+    recognition = out / "submission.csv"
+    retrieval = out / "retrieval_submission.csv"
+    run_inference(config, "recognition", str(recognition), log=log)
+    run_inference(config, "retrieval", str(retrieval), log=log)
+    data = Path(config.data_dir)
+    return {
+        "gap": evaluate_files(
+            "recognition", str(recognition), str(data / "recognition_solution.csv")
+        )["gap"],
+        "map@100": evaluate_files(
+            "retrieval", str(retrieval), str(data / "retrieval_solution.csv")
+        )["map@100"],
+    }
+
+
+def _plots(run_dir: Path, out: Path, data_dir: str, log) -> None:
+    shutil.copyfile(run_dir / "curves.png", out / "curves.png")
+    retrieval_grid(str(out / "retrieval_submission.csv"), data_dir, str(out / "retrieval_grid.png"))
+    log(f"plots: {out / 'curves.png'}, {out / 'retrieval_grid.png'}")
+
+
+def retrieval_grid(submission: str, data_dir: str, out_png: str, *, queries: int = 6) -> None:
+    """The first `queries` scored test queries (by id) of a retrieval submission with their
+    top-5 index images, framed green when the image is relevant (retrieval_solution.csv)."""
+    from landmarks.data.gldv2 import image_path
+    from landmarks.metrics import read_recognition_solution, read_retrieval_solution
+    from landmarks.plots import plot_retrieval_grid
+    from landmarks.submission import read_retrieval_submission
+
+    ranked = read_retrieval_submission(submission)
+    relevant = read_retrieval_solution(str(Path(data_dir) / "retrieval_solution.csv"))
+    landmarks = read_recognition_solution(str(Path(data_dir) / "recognition_solution.csv"))
+    chosen = sorted(query for query in relevant if query in ranked)[:queries]
+    labels = [landmarks.get(query, ["?"])[0] for query in chosen]
+    plot_retrieval_grid(
+        [image_path(data_dir, "test", query) for query in chosen],
+        [[image_path(data_dir, "index", image) for image in ranked[q][:5]] for q in chosen],
+        out_png,
+        query_labels=labels,
+        neighbour_labels=[
+            [label if image in relevant[q] else "other" for image in ranked[q][:5]]
+            for q, label in zip(chosen, labels, strict=True)
+        ],
+    )

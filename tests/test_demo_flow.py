@@ -1,0 +1,141 @@
+"""`python -m landmarks demo` end to end on mini-landmarks with a tiny budget (64 px, 1 epoch,
+2 steps), checked against independent GAP / mAP@100 computations written here."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+
+from landmarks.cli import main
+from landmarks.demo_flow import run_demo
+from landmarks.errors import ConfigError
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = [
+    "image_size=64",
+    "batch_size=8",
+    "epochs=1",
+    "steps_per_epoch=2",
+    "validate_every=0",
+    "weights=null",
+]
+KEYS = {"gap", "map@100", "gap_untrained", "map@100_untrained"}
+
+
+def _rows(path: Path) -> list[dict]:
+    with open(path, newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def reference_gap(submission: Path, solution: Path) -> float:
+    """GAP written from the competition's definition (Kaggle's Usage Ignored rows dropped)."""
+    truth = {
+        r["id"]: set(r["landmarks"].split()) for r in _rows(solution) if r["Usage"] != "Ignored"
+    }
+    landmark_queries = sum(1 for labels in truth.values() if labels)
+    predictions = []
+    for row in _rows(submission):
+        if row["id"] in truth and row["landmarks"].strip():
+            landmark, confidence = row["landmarks"].split()
+            predictions.append((float(confidence), landmark in truth[row["id"]]))
+    predictions.sort(key=lambda p: -p[0])
+    hits, total = 0, 0.0
+    for rank, (_, correct) in enumerate(predictions, start=1):
+        if correct:
+            hits += 1
+            total += hits / rank
+    return total / landmark_queries
+
+
+def reference_map100(submission: Path, solution: Path) -> float:
+    truth = {r["id"]: r["images"].split() for r in _rows(solution) if r["Usage"] != "Ignored"}
+    ranked = {r["id"]: r["images"].split() for r in _rows(submission)}
+    total = 0.0
+    for query, relevant in truth.items():
+        seen, hits, precision_sum = set(), 0, 0.0
+        for rank, image in enumerate(ranked.get(query, [])[:100], start=1):
+            if image in relevant and image not in seen:
+                hits += 1
+                precision_sum += hits / rank
+            seen.add(image)
+        total += precision_sum / min(len(relevant), 100)
+    return total / len(truth)
+
+
+@pytest.fixture(scope="module")
+def demo(mini_landmarks, tmp_path_factory):
+    out = tmp_path_factory.mktemp("demo") / "demo"
+    metrics = run_demo(
+        str(out),
+        data_dir=str(mini_landmarks),
+        config_path=str(REPO / "configs" / "demo.yaml"),
+        overrides=TINY,
+        workers=1,
+    )
+    return out, metrics
+
+
+@pytest.mark.slow
+def test_demo_writes_metrics_submissions_and_plots(demo, mini_landmarks):
+    out, metrics = demo
+    written = json.loads((out / "metrics.json").read_text())
+    assert set(written) == KEYS and written == metrics
+    assert all(0.0 <= value <= 1.0 for value in written.values())
+    test_ids = {path.stem for path in (mini_landmarks / "test").rglob("*.jpg")}
+    index_ids = {path.stem for path in (mini_landmarks / "index").rglob("*.jpg")}
+    submission = _rows(out / "submission.csv")
+    assert {row["id"] for row in submission} == test_ids
+    retrieval = _rows(out / "retrieval_submission.csv")
+    assert {row["id"] for row in retrieval} == test_ids
+    assert all(set(row["images"].split()) <= index_ids for row in retrieval)
+    for name in ("retrieval_grid.png", "curves.png"):
+        assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
+
+
+@pytest.mark.slow
+def test_demo_metrics_match_an_independent_computation(demo, mini_landmarks):
+    out, metrics = demo
+    for folder, suffix in ((out, ""), (out / "untrained", "_untrained")):
+        gap = reference_gap(folder / "submission.csv", mini_landmarks / "recognition_solution.csv")
+        assert metrics["gap" + suffix] == pytest.approx(gap, abs=1e-9)
+        map100 = reference_map100(
+            folder / "retrieval_submission.csv", mini_landmarks / "retrieval_solution.csv"
+        )
+        assert metrics["map@100" + suffix] == pytest.approx(map100, abs=1e-9)
+
+
+def test_reference_gap_on_a_hand_worked_example(tmp_path):
+    """3 landmark queries + 1 non-landmark; sorted predictions: q1 right (1/1), q4 wrong
+    (non-landmark), q2 right (2/3); q3 unanswered: GAP = (1 + 2/3) / 3."""
+    (tmp_path / "sol.csv").write_text(
+        "id,landmarks,Usage\nq1,7,Public\nq2,8,Private\nq3,9,Public\nq4,,Public\nq5,1,Ignored\n"
+    )
+    (tmp_path / "sub.csv").write_text(
+        "id,landmarks\nq1,7 0.9\nq2,8 0.5\nq3,\nq4,3 0.7\nq5,1 0.99\n"
+    )
+    expected = (1 + 2 / 3) / 3
+    assert reference_gap(tmp_path / "sub.csv", tmp_path / "sol.csv") == pytest.approx(expected)
+
+
+def test_demo_rejects_bad_settings_before_doing_anything(tmp_path, mini_landmarks):
+    out = tmp_path / "demo"
+    with pytest.raises(ConfigError, match="demo config not found: .*missing.yaml"):
+        run_demo(str(out), data_dir=str(mini_landmarks), config_path=str(tmp_path / "missing.yaml"))
+    with pytest.raises(ConfigError, match="unknown config key 'image_sise'"):
+        run_demo(
+            str(out),
+            data_dir=str(mini_landmarks),
+            config_path=str(REPO / "configs" / "demo.yaml"),
+            overrides=["image_sise=64"],
+        )
+    assert not out.exists()
+
+
+def test_cli_demo_reports_a_bad_override_in_one_line(capsys, tmp_path):
+    config = str(REPO / "configs" / "demo.yaml")
+    status = main(["demo", "--out", str(tmp_path / "d"), "--config", config, "--set", "epochs"])
+    assert status == 2
+    assert capsys.readouterr().err.startswith("error: --set 'epochs': expected key=value")
