@@ -46,8 +46,8 @@ See the README section *At GLDv2 scale* for the time and disk this takes on 1.58
 # Parameters (papermill replaces them; defaults are Kaggle's paths).
 DATA_DIR = "/kaggle/input/landmark-recognition-2021"  # GLDv2-layout folder
 OUT_DIR = "/kaggle/working/tfrecords"  # where the shards, label_map.csv and manifest.json go
-IMAGE_SIZE = 512  # longest side of the stored images, px (0 = keep the originals)
-TRAIN_SHARDS = 0  # 0 = automatic (about 100-200 MB per shard)
+IMAGE_SIZE = 512  # longest side of the stored images, px; 0 keeps the originals
+TRAIN_SHARDS = 0  # 0: automatic, about 100-200 MB per shard
 WORKERS = 4  # parallel writer processes (a Kaggle CPU/GPU notebook has 4 cores, 2 on some)
 HOLDOUT = 0.02  # fraction of each landmark's images kept apart for validation
 MIN_IMAGES = 1  # landmarks with fewer training images are left out
@@ -55,7 +55,7 @@ SEED = 0
 PREPARE_TEST = False  # also write test-*.tfrec (label -1) from DATA_DIR/test
 PREPARE_INDEX = False  # also write index-*.tfrec (label -1) from DATA_DIR/index (retrieval)
 PUBLISH_SLUG = ""  # e.g. "gldv2-tfrecords-512": publish OUT_DIR as a Kaggle dataset
-PUBLISH_TITLE = ""  # 6-50 characters ("" = from the slug)""",
+PUBLISH_TITLE = ""  # 6-50 characters; empty: made from the slug""",
         metadata={"tags": ["parameters"]},
     ),
     new_markdown_cell(ENVIRONMENT_MD),
@@ -136,7 +136,7 @@ size is per replica (global batch = batch size × replicas)."""),
 RECORDS_DIR = "/kaggle/input/gldv2-tfrecords-512"  # folder written by notebook 1
 OUTPUT_DIR = "/kaggle/working"  # the run folder is OUTPUT_DIR/RUN_NAME
 RUN_NAME = "dolg-b0-512"
-CONFIG_FILE = ""  # optional preset YAML (e.g. from an attached dataset); "" = package defaults
+CONFIG_FILE = ""  # optional preset YAML, e.g. from an attached dataset; empty: defaults
 SETTINGS = {
     "backbone": "efficientnet_b0",
     "weights": "imagenet",

@@ -129,6 +129,10 @@ def test_parameters_cell_holds_kaggle_defaults_first(name):
     code = _code_cells(notebook)
     assert code[0].metadata.get("tags") == ["parameters"]
     values = _parameters(notebook)
+    import papermill
+
+    inferred = papermill.inspect_notebook(str(NOTEBOOKS / name))  # what --help-notebook shows
+    assert sorted(inferred) == sorted(values)
     paths = [v for v in values.values() if isinstance(v, str) and v.startswith("/")]
     assert paths and all(p.startswith(("/kaggle/input/", "/kaggle/working")) for p in paths)
     # The next code cells detect the platform through one landmarks call.
