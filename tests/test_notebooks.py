@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ast
 import importlib.util
+import json
 import os
 import sys
 from pathlib import Path
@@ -156,3 +157,117 @@ def test_papermill_uses_this_virtualenv_kernel(tmp_path, monkeypatch):
     )
     printed = nbformat.read(tmp_path / "out.ipynb", as_version=4).cells[0].outputs[0].text
     assert printed.strip() == sys.prefix  # the venv (its python may link to a system one)
+
+
+# --- headless runs on mini-landmarks -----------------------------------------------------------
+
+SMOKE_SETTINGS = {
+    "backbone": "efficientnet_b0",
+    "weights": None,
+    "image_size": 64,
+    "batch_size": 8,
+    "epochs": 1,
+    "steps_per_epoch": 2,
+    "validate_every": 0,
+}
+
+
+def _execute(name: str, work: Path, parameters: dict) -> nbformat.NotebookNode:
+    import papermill
+
+    out = work / name
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("JUPYTER_PATH", os.path.join(sys.prefix, "share", "jupyter"))
+        papermill.execute_notebook(
+            str(NOTEBOOKS / name),
+            str(out),
+            parameters=parameters,
+            kernel_name="python3",
+            cwd=str(work),
+            progress_bar=False,
+        )
+    return nbformat.read(out, as_version=4)
+
+
+@pytest.fixture(scope="module")
+def executed(mini_landmarks, tmp_path_factory):
+    """01 -> 02 -> 03 run headless in a smoke setting; returns (work folder, executed notebooks)."""
+    work = tmp_path_factory.mktemp("notebooks")
+    records, runs = work / "records", work / "runs"
+    notebooks = {
+        "01": _execute(
+            NAMES[0],
+            work,
+            {
+                "DATA_DIR": str(mini_landmarks),
+                "OUT_DIR": str(records),
+                "IMAGE_SIZE": 96,
+                "WORKERS": 1,
+                "HOLDOUT": 0.2,
+                "PREPARE_TEST": True,
+            },
+        )
+    }
+    notebooks["02"] = _execute(
+        NAMES[1],
+        work,
+        {
+            "RECORDS_DIR": str(records),
+            "OUTPUT_DIR": str(runs),
+            "RUN_NAME": "smoke",
+            "SETTINGS": SMOKE_SETTINGS,
+        },
+    )
+    notebooks["03"] = _execute(
+        NAMES[2],
+        work,
+        {
+            "WHEELS_DIR": str(work / "wheels"),  # unused: landmarks is installed here
+            "DATA_DIR": str(mini_landmarks),
+            "RECORDS_DIR": str(records),
+            "MODEL_DIR": str(runs / "smoke"),
+            "OUTPUT_DIR": str(work / "inference"),
+            "TASK": "recognition",
+            "SUBMISSION": str(work / "submission.csv"),
+            "SOLUTION": str(mini_landmarks / "recognition_solution.csv"),
+            "SETTINGS": {"knn_k": 5, "batch_size": 16},
+        },
+    )
+    return work, notebooks
+
+
+def _printed(notebook) -> str:
+    return "".join(
+        output.get("text", "") for cell in _code_cells(notebook) for output in cell.outputs
+    )
+
+
+@pytest.mark.slow
+def test_prepare_notebook_writes_records(executed, mini_landmarks):
+    work, notebooks = executed
+    manifest = json.loads((work / "records" / "manifest.json").read_text())
+    assert "train" in json.dumps(manifest) and "holdout" in json.dumps(manifest)
+    shards = sorted(p.name.split("-")[0] for p in (work / "records").glob("*.tfrec"))
+    assert set(shards) == {"train", "holdout", "test"}
+    assert "local (cpu)" in _printed(notebooks["01"])
+
+
+@pytest.mark.slow
+def test_train_notebook_writes_the_run_folder(executed):
+    work, _ = executed
+    run = work / "runs" / "smoke"
+    for name in ("embed_model.keras", "config.yaml", "history.csv", "curves.png"):
+        assert (run / name).is_file(), name
+    assert len((run / "history.csv").read_text().strip().splitlines()) == 2  # header + 1 epoch
+
+
+@pytest.mark.slow
+def test_inference_notebook_writes_and_scores_a_submission(executed, mini_landmarks):
+    work, notebooks = executed
+    test_ids = {path.stem for path in (mini_landmarks / "test").rglob("*.jpg")}
+    lines = (work / "submission.csv").read_text().strip().splitlines()
+    assert lines[0] == "id,landmarks"
+    assert {line.split(",")[0] for line in lines[1:]} == test_ids
+    assert "'gap':" in _printed(notebooks["03"])
+    # The stored notebooks stay without outputs.
+    assert all(cell.outputs == [] for cell in _code_cells(_load(NAMES[2])))
