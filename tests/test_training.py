@@ -1,0 +1,265 @@
+"""Training on mini-landmarks records: config errors, loss going down, run folder, and a run
+killed with SIGKILL that resumes at the right epoch with its schedule position intact."""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from landmarks.cli import main
+from landmarks.config import Config
+from landmarks.errors import ConfigError
+
+STEPS = 4  # optimizer steps per epoch in the training runs below
+
+
+@pytest.fixture(scope="module")
+def records(request, mini_landmarks, tmp_path_factory) -> Path:
+    """mini-landmarks train records (64 px, holdout 0.2, 2 shards): the shared `mini_records`
+    fixture when the suite has it, else written here once."""
+    try:
+        return Path(request.getfixturevalue("mini_records"))
+    except pytest.FixtureLookupError:
+        from landmarks.data.tfrecords import prepare
+
+        out = tmp_path_factory.mktemp("records")
+        prepare(
+            str(mini_landmarks),
+            "train",
+            str(out),
+            num_shards=2,
+            image_size=64,
+            holdout=0.2,
+            progress=False,
+        )
+        return out
+
+
+def tiny(records: Path, out: Path, **changes) -> Config:
+    """The smallest real model: EfficientNetB0 (weights None) + GeM head, 64 px, batch 8."""
+    values = {
+        "records_dir": str(records),
+        "output_dir": str(out),
+        "run_name": "run",
+        "image_size": 64,
+        "batch_size": 8,
+        "head": "gem",
+        "embedding_dim": 64,
+        "augment": "none",
+        "steps_per_epoch": STEPS,
+        "epochs": 3,
+        "learning_rate": 3e-3,
+        "min_learning_rate": 1e-5,
+        "warmup_epochs": 0.5,
+        "validate_every": 0,
+        "validation_queries": 16,
+        "validation_index": 48,
+    }
+    values.update(changes)
+    return Config.from_dict(values)
+
+
+def reference_lr(step: int, config: Config) -> float:
+    """Warmup + cosine, written out by hand (see landmarks.optimization.make_schedule)."""
+    total = config.epochs * STEPS
+    warmup = round(config.warmup_epochs * STEPS)
+    peak, floor = config.learning_rate, config.min_learning_rate
+    if step < warmup:
+        return floor + (peak - floor) * step / warmup
+    progress = (min(step, total) - warmup) / (total - warmup)
+    return floor + (peak - floor) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def read_history(run_dir: Path) -> list[dict]:
+    with open(run_dir / "history.csv", newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+# --- configuration errors, found before any model is built --------------------------------
+
+
+def test_unknown_backbone_is_named(tmp_path):
+    from landmarks.training import check_config
+
+    with pytest.raises(ConfigError, match="backbone: unknown 'resnet9'"):
+        check_config(tiny(tmp_path, tmp_path, backbone="resnet9"))
+
+
+def test_image_size_must_be_a_multiple_of_32(tmp_path):
+    from landmarks.training import check_config
+
+    with pytest.raises(ConfigError, match="image_size: 100 is not a positive multiple of 32"):
+        check_config(tiny(tmp_path, tmp_path, image_size=100))
+
+
+def test_global_batch_must_divide_by_the_replicas(records, tmp_path):
+    from landmarks.training import check_config
+
+    with pytest.raises(ConfigError, match="global_batch_size: 10 is not divisible by the 4"):
+        check_config(tiny(records, tmp_path, global_batch_size=10), replicas=4)
+    plan = check_config(tiny(records, tmp_path, global_batch_size=10), replicas=2)
+    assert (plan.per_replica_batch, plan.global_batch) == (5, 10)
+
+
+def test_missing_records_name_the_folder_and_pattern(tmp_path):
+    from landmarks.training import check_config
+
+    empty = tmp_path / "no-records"
+    empty.mkdir()
+    with pytest.raises(ConfigError) as error:
+        check_config(tiny(empty, tmp_path))
+    assert str(empty) in str(error.value) and "train-NNNNN-of-NNNNN.tfrec" in str(error.value)
+
+
+def test_missing_holdout_records_are_named(records, tmp_path):
+    from landmarks.training import check_config
+
+    with pytest.raises(ConfigError, match="holdout_split: no records .*valid-NNNNN"):
+        check_config(tiny(records, tmp_path, validate_every=1, holdout_split="valid"))
+
+
+def test_labels_outside_num_classes_are_refused(records, tmp_path):
+    from landmarks.training import check_config
+
+    with pytest.raises(
+        ConfigError, match=r"num_classes: 10, but .*label_map.csv has labels 0\.\.48"
+    ):
+        check_config(tiny(records, tmp_path, num_classes=10))
+
+
+def test_plan_reads_classes_and_examples_from_the_records(records, mini_landmarks, tmp_path):
+    from landmarks.training import check_config
+
+    plan = check_config(tiny(records, tmp_path, steps_per_epoch=0, batch_size=16))
+    train_csv = pd.read_csv(mini_landmarks / "train.csv")
+    assert plan.num_classes == train_csv["landmark_id"].nunique()
+    held = sum(1 for _ in _records_in(plan.holdout_files)) if plan.holdout_files else 0
+    assert plan.train_examples + held <= len(train_csv)
+    assert int(plan.class_counts.sum()) == plan.train_examples
+    assert plan.steps_per_epoch == plan.train_examples // 16
+
+
+def _records_in(files):
+    import tensorflow as tf
+
+    return tf.data.TFRecordDataset(files)
+
+
+def test_cli_prints_a_config_error_in_one_line(tmp_path, capsys):
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump({"records_dir": str(tmp_path), "image_size": 256}))
+    status = main(["train", "--config", str(path), "--set", "image_size=100"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert status == 2
+    assert err[-1].startswith("error: image_size: 100")
+
+
+# --- real training --------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def trained_run(records, tmp_path_factory):
+    from landmarks.training import train
+
+    out = tmp_path_factory.mktemp("train")
+    config = tiny(records, out, epochs=3, validate_every=3, holdout_split="holdout")
+    run_dir = Path(train(config, verbose=0))
+    return config, run_dir
+
+
+@pytest.mark.slow
+def test_a_few_steps_lower_the_loss(trained_run):
+    _, run_dir = trained_run
+    losses = [float(row["loss"]) for row in read_history(run_dir)]
+    assert len(losses) == 3 and all(np.isfinite(losses))
+    assert losses[-1] < losses[0]
+
+
+@pytest.mark.slow
+def test_run_folder_holds_model_config_history_and_curves(trained_run):
+    import keras
+
+    config, run_dir = trained_run
+    for name in ("embed_model.keras", "best_embed_model.keras", "config.yaml", "curves.png"):
+        assert (run_dir / name).stat().st_size > 0, name
+    saved = Config.load(str(run_dir / "config.yaml"))
+    assert saved.num_classes == 49 and saved.image_size == config.image_size
+
+    rows = read_history(run_dir)
+    assert [int(r["epoch"]) for r in rows] == [1, 2, 3]
+    assert [int(r["step"]) for r in rows] == [STEPS, 2 * STEPS, 3 * STEPS]
+    for row in rows:
+        expected = reference_lr(int(row["step"]), config)
+        assert float(row["learning_rate"]) == pytest.approx(expected, rel=1e-4)
+        assert float(row["backbone_learning_rate"]) == pytest.approx(
+            expected * config.backbone_lr_multiplier, rel=1e-4
+        )
+    assert [r["val_gap"] != "" for r in rows] == [False, False, True]  # validate_every=3
+    assert 0.0 <= float(rows[-1]["val_gap"]) <= 1.0
+
+    model = keras.saving.load_model(run_dir / "embed_model.keras")
+    images = np.random.default_rng(0).uniform(0, 255, (2, 64, 64, 3)).astype("float32")
+    vectors = np.asarray(model(images))
+    assert vectors.shape == (2, 64)
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, rtol=1e-5)
+
+
+def _checkpoint_numbers(run_dir: Path) -> list[int]:
+    folder = run_dir / "checkpoints"
+    if not (folder / "checkpoint").exists():
+        return []
+    return sorted(int(p.name.split("-")[1].split(".")[0]) for p in folder.glob("ckpt-*.index"))
+
+
+@pytest.mark.slow
+def test_killed_run_resumes_at_the_right_epoch_and_schedule_step(records, tmp_path):
+    import tensorflow as tf
+
+    epochs = 3
+    config = tiny(records, tmp_path / "out", epochs=epochs)
+    config_path = tmp_path / "run.yaml"
+    config.save(str(config_path))
+    run_dir = Path(config.run_dir)
+    command = [sys.executable, "-m", "landmarks", "train", "--config", str(config_path)]
+    env = dict(os.environ, CUDA_VISIBLE_DEVICES="")
+
+    first = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 300
+    while not _checkpoint_numbers(run_dir):
+        assert first.poll() is None, first.stderr.read().decode()[-3000:]
+        assert time.monotonic() < deadline, "no checkpoint within 300 s"
+        time.sleep(0.05)
+    first.send_signal(signal.SIGKILL)
+    first.wait()
+    assert first.returncode == -signal.SIGKILL
+    killed_at = max(_checkpoint_numbers(run_dir))
+    assert 1 <= killed_at < epochs, "the run finished before it could be killed"
+
+    second = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert f"epoch {killed_at} done, step {killed_at * STEPS}" in second.stdout
+
+    rows = read_history(run_dir)
+    assert [int(r["epoch"]) for r in rows] == list(range(1, epochs + 1))
+    assert [int(r["step"]) for r in rows] == [STEPS * e for e in range(1, epochs + 1)]
+    for row in rows:
+        assert float(row["learning_rate"]) == pytest.approx(
+            reference_lr(int(row["step"]), config), rel=1e-4
+        )
+    reader = tf.train.load_checkpoint(tf.train.latest_checkpoint(str(run_dir / "checkpoints")))
+    names = [n for n, _ in tf.train.list_variables(str(run_dir / "checkpoints"))]
+    iterations = [n for n in names if n.startswith("optimizer/_iterations")]
+    assert reader.get_tensor(iterations[0]) == epochs * STEPS
+    assert reader.get_tensor("epoch/.ATTRIBUTES/VARIABLE_VALUE") == epochs
+    assert (run_dir / "embed_model.keras").exists()
