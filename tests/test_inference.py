@@ -3,6 +3,8 @@ and numpy formulas written here."""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -230,3 +232,143 @@ def test_embeddings_save_load_float16(tmp_path):
     (tmp_path / "junk.npz").write_bytes(b"junk")
     with pytest.raises(DataError, match="not an embeddings file"):
         load_embeddings(str(tmp_path / "junk.npz"))
+
+
+# --- the infer command, end to end -------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory, mini_records, mini_landmarks):
+    """A run folder with a small saved embed_model.keras (random weights) and its config."""
+    import keras
+
+    from landmarks.config import Config
+
+    keras.utils.set_random_seed(1)
+    model = keras.Sequential(
+        [
+            keras.Input((None, None, 3)),
+            keras.layers.Rescaling(1 / 255.0),
+            keras.layers.Conv2D(8, 3, strides=2, activation="relu"),
+            keras.layers.GlobalAveragePooling2D(),
+            keras.layers.Dense(16),
+            keras.layers.UnitNormalization(),
+        ]
+    )
+    out = tmp_path_factory.mktemp("infer")
+    config = Config.from_dict(
+        {
+            "data_dir": str(mini_landmarks),
+            "records_dir": str(mini_records),
+            "output_dir": str(out),
+            "run_name": "run",
+            "image_size": 64,
+            "batch_size": 64,
+            "knn_k": 1,
+        }
+    )
+    (out / "run").mkdir()
+    model.save(str(out / "run" / "embed_model.keras"))
+    config.save(str(out / "config.yaml"))
+    return out
+
+
+def _folder_ids(data_dir, split):
+    return sorted(p.stem for p in (data_dir / split).rglob("*.jpg"))
+
+
+def test_infer_recognition_end_to_end(tiny_run, mini_landmarks, capsys):
+    import pandas as pd
+
+    from landmarks.cli import main
+    from landmarks.submission import validate_recognition_submission
+
+    out = str(tiny_run / "recognition.csv")
+    assert (
+        main(
+            [
+                "infer",
+                "--config",
+                str(tiny_run / "config.yaml"),
+                "--task",
+                "recognition",
+                "--out",
+                out,
+            ]
+        )
+        == 0
+    )
+    test_ids = _folder_ids(mini_landmarks, "test")
+    predictions = validate_recognition_submission(out, test_ids)
+    # Independent check from the saved embeddings and train.csv: with knn_k=1 and no penalty
+    # set, each query takes the landmark of its single most similar train image.
+    test = load_embeddings(str(tiny_run / "run" / "embeddings" / "test.npz"))
+    train = load_embeddings(str(tiny_run / "run" / "embeddings" / "train.npz"))
+    table = pd.read_csv(mini_landmarks / "train.csv", dtype={"id": str})
+    landmark_of = dict(zip(table["id"], table["landmark_id"], strict=True))
+    scores = test.vectors @ train.vectors.T
+    nearest = scores.argmax(axis=1)
+    for row, query in enumerate(test.ids):
+        landmark, confidence = predictions[query]
+        assert landmark == landmark_of[train.ids[nearest[row]]]
+        assert confidence == pytest.approx(scores[row, nearest[row]], abs=1e-5)
+    assert len(train) == len(table)  # train + holdout records: every train image is indexed
+    assert (
+        main(
+            [
+                "evaluate",
+                "--task",
+                "recognition",
+                "--submission",
+                out,
+                "--solution",
+                str(mini_landmarks / "recognition_solution.csv"),
+                "--json",
+            ]
+        )
+        == 0
+    )
+    assert 0.0 <= json.loads(capsys.readouterr().out.strip().splitlines()[-1])["gap"] <= 1.0
+
+
+def test_infer_retrieval_with_reranking_end_to_end(tiny_run, mini_landmarks):
+    from landmarks.cli import main
+    from landmarks.submission import validate_retrieval_submission
+
+    out = str(tiny_run / "retrieval.csv")
+    args = ["infer", "--config", str(tiny_run / "config.yaml"), "--task", "retrieval", "--out", out]
+    overrides = [
+        "query_expansion_alpha=3",
+        "label_rerank=true",
+        "knn_k=3",
+        "tta_flip=true",
+        f"non_landmark_dir={mini_landmarks / 'index'}",
+        "knn_backend=faiss",
+    ]
+    assert main(args + [item for o in overrides for item in ("--set", o)]) == 0
+    index_ids = _folder_ids(mini_landmarks, "index")
+    predictions = validate_retrieval_submission(out, _folder_ids(mini_landmarks, "test"), index_ids)
+    assert {len(images) for images in predictions.values()} == {min(100, len(index_ids))}
+
+
+def test_infer_without_model_is_a_one_line_error(tmp_path, capsys):
+    from landmarks.cli import main
+
+    config = tmp_path / "c.yaml"
+    config.write_text(f"output_dir: {tmp_path}\nrun_name: none\n")
+    assert (
+        main(
+            [
+                "infer",
+                "--config",
+                str(config),
+                "--task",
+                "recognition",
+                "--out",
+                str(tmp_path / "s.csv"),
+            ]
+        )
+        == 2
+    )
+    assert "embed model not found" in capsys.readouterr().err
+    assert not (tmp_path / "s.csv").exists()

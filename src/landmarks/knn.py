@@ -4,10 +4,10 @@ For L2-normalised vectors the inner product is the cosine similarity, so `knn` r
 most similar index rows of every query, most similar first.
 
 Back ends:
-  "tf"          exact: chunked TensorFlow matmul + top_k. Memory is bounded by
-                query_chunk x index_chunk float32 similarities (plus the running top-k), so a
-                761k-row index and 117k queries never need a [Q, N] matrix. Runs on CPU, GPU or
-                TPU (whatever TensorFlow places it on).
+  "tf"          exact: chunked TensorFlow matmul + top_k. Extra memory is bounded by
+                query_chunk x index_chunk float32 similarities (plus the running top-k and, on
+                a GPU/TPU, the index kept on the device), so a 761k-row index and 117k queries
+                never need a [Q, N] matrix. Runs wherever TensorFlow places it.
   "numpy"       exact: chunked numpy matmul + argpartition (the reference of the benchmark).
   "faiss"       exact: faiss.IndexFlatIP (CPU).
   "faiss-ivf"   approximate: faiss.IndexIVFFlat (inner product), `nlist` cells, `nprobe` probed.
@@ -35,7 +35,7 @@ def knn(
     *,
     backend: str = "tf",
     chunk_size: int = 1024,
-    index_chunk_size: int = 16384,
+    index_chunk_size: int = 4096,
     nlist: int | None = None,
     nprobe: int = 16,
     hnsw_m: int = 32,
@@ -44,7 +44,7 @@ def knn(
 
     queries: float [Q, D]; index: float [N, D] (float16/float32/float64; computed in float32).
     k: 1 <= k <= N. chunk_size: queries per step; index_chunk_size: index rows per step ("tf",
-    "numpy"); peak extra memory is about chunk_size * index_chunk_size * 4 bytes (64 MiB by
+    "numpy"); peak extra memory is about chunk_size * index_chunk_size * 4 bytes (16 MiB by
     default; raise both on a GPU/TPU). nlist/nprobe: IVF cells and cells probed (nlist default 4*sqrt(N)); hnsw_m: HNSW links.
     Returns (similarities float32 [Q, k] descending per row, indices int64 [Q, k] into `index`).
     """
@@ -129,14 +129,16 @@ def _tf_step():
 
 
 def _knn_tf(queries, index, k, chunk_size, index_chunk_size):
+    """On CPU each index chunk is converted to a tensor when it is used, so the extra memory is
+    bounded by the chunks (converting a whole 761k x 512 index would add about twice its size);
+    on a GPU/TPU the chunks are converted once and stay on the device."""
     import tensorflow as tf
 
     step = _tf_step()
     num_queries, num_index = queries.shape[0], index.shape[0]
-    index_chunks = [
-        tf.constant(index[start : start + index_chunk_size])
-        for start in range(0, num_index, index_chunk_size)
-    ]
+    starts = range(0, num_index, index_chunk_size)
+    resident = bool(tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("TPU"))
+    kept = [tf.constant(index[s : s + index_chunk_size]) for s in starts] if resident else None
     out_values = np.empty((num_queries, k), np.float32)
     out_indices = np.empty((num_queries, k), np.int64)
     k_tensor = tf.constant(k, tf.int32)
@@ -145,10 +147,15 @@ def _knn_tf(queries, index, k, chunk_size, index_chunk_size):
         rows = int(chunk.shape[0])
         best_values = tf.zeros([rows, 0], tf.float32)
         best_indices = tf.zeros([rows, 0], tf.int64)
-        for number, index_chunk in enumerate(index_chunks):
-            offset = tf.constant(number * index_chunk_size, tf.int64)
+        for number, offset in enumerate(starts):
+            index_chunk = kept[number] if resident else index[offset : offset + index_chunk_size]
             best_values, best_indices = step(
-                chunk, index_chunk, best_values, best_indices, offset, k_tensor
+                chunk,
+                index_chunk,
+                best_values,
+                best_indices,
+                tf.constant(offset, tf.int64),
+                k_tensor,
             )
         out_values[start : start + rows] = best_values.numpy()
         out_indices[start : start + rows] = best_indices.numpy()
