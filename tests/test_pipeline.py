@@ -149,28 +149,68 @@ def test_albumentations_is_refused_under_a_tpu_strategy(train_files, monkeypatch
     pipeline.make_train_dataset(train_files, SIZE, 4, augment="tf")  # in-graph stays allowed
 
 
-def test_cutout_zeroes_one_square_about_half_the_time():
-    image = tf.ones([SIZE, SIZE, 3]) * 200.0
+def test_cutout_zeroes_one_square_in_about_half_the_images():
+    images = tf.ones([40, SIZE, SIZE, 3]) * 200.0
     side = round(SIZE * augment.CUTOUT_FRACTION)
+    out = augment.cutout(images, tf.constant([1, 2]), tf.constant([3, 4])).numpy()
     applied = 0
-    for s in range(40):
-        out = augment._cutout(image, tf.constant([s, 1]), tf.constant([s, 2])).numpy()
-        zero = out[..., 0] == 0
+    for image in out:
+        zero = image[..., 0] == 0
         if zero.any():
             applied += 1
             rows, cols = np.flatnonzero(zero.any(1)), np.flatnonzero(zero.any(0))
             assert len(rows) == side and len(cols) == side and zero.sum() == side * side
-            assert (out[zero] == 0).all() and (out[~zero] == 200.0).all()
+            assert np.ptp(rows) == side - 1 and np.ptp(cols) == side - 1  # one solid square
+            assert (image[zero] == 0).all() and (image[~zero] == 200.0).all()
     assert 8 <= applied <= 32
 
 
-def test_random_crop_is_static_and_seeded():
-    encoded = tf.constant(jpeg_bytes(picture(60, 40, seed=1)))
-    a = augment.decode_random_crop(encoded, SIZE, tf.constant([1, 2], tf.int64))
-    b = augment.decode_random_crop(encoded, SIZE, tf.constant([1, 2], tf.int64))
-    c = augment.decode_random_crop(encoded, SIZE, tf.constant([3, 4], tf.int64))
-    assert a.shape == (SIZE, SIZE, 3)
-    assert np.array_equal(a.numpy(), b.numpy()) and not np.array_equal(a.numpy(), c.numpy())
+def test_colour_jitter_matches_the_step_by_step_numpy_definition():
+    rng = np.random.default_rng(0)
+    images = rng.uniform(0, 255, (3, 5, 6, 3)).astype(np.float32)
+    delta, contrast, saturation = (
+        np.array([20.0, -30.0, 0.0]),
+        np.array([1.2, 0.8, 1.0]),
+        np.array([0.8, 1.2, 1.0]),
+    )
+    expected = []
+    for x, d, f, s in zip(images.astype(np.float64), delta, contrast, saturation, strict=True):
+        x = x + d  # brightness
+        x = (x - x.mean(axis=(0, 1))) * f + x.mean(axis=(0, 1))  # contrast around channel means
+        grey = (x @ np.array([0.299, 0.587, 0.114]))[..., None]
+        expected.append(np.clip(grey + s * (x - grey), 0, 255))  # saturation, then clip
+    got = augment.apply_colour(
+        tf.constant(images), *(tf.constant(v, tf.float32) for v in (delta, contrast, saturation))
+    )
+    np.testing.assert_allclose(got.numpy(), np.stack(expected), atol=1e-3)
+    np.testing.assert_allclose(got.numpy()[2], images[2], atol=1e-3)  # neutral factors: unchanged
+
+
+def test_batch_augmentation_is_per_image_and_seeded():
+    image = tf.constant(picture(SIZE, SIZE, seed=2), tf.float32)
+    batch = tf.stack([image] * 16)
+    out = augment.augment_batch(batch, tf.constant([7, 8], tf.int64)).numpy()
+    assert out.shape == (16, SIZE, SIZE, 3) and out.min() >= 0.0 and out.max() <= 255.0
+    assert len({out[i].tobytes() for i in range(16)}) == 16, "each image gets its own jitter"
+    again = augment.augment_batch(batch, tf.constant([7, 8], tf.int64)).numpy()
+    assert np.array_equal(out, again)
+
+
+def test_random_crop_is_static_seeded_and_sometimes_flipped():
+    pixels = np.zeros((40, 60, 3), np.uint8)
+    pixels[:, :30] = 255  # left half white: a flip moves the white to the right
+    encoded = tf.constant(jpeg_bytes(pixels))
+    crops = [
+        augment.decode_random_crop(encoded, SIZE, tf.constant([s, 0], tf.int64)).numpy()
+        for s in range(30)
+    ]
+    assert all(c.shape == (SIZE, SIZE, 3) for c in crops)
+    again = augment.decode_random_crop(encoded, SIZE, tf.constant([0, 0], tf.int64)).numpy()
+    assert np.array_equal(crops[0], again)
+    # a crop containing both halves shows white on one side; flipped crops show it on the right
+    mixed = [c for c in crops if abs(c[:, :4].mean() - c[:, -4:].mean()) > 100]
+    right = [c for c in mixed if c[:, -4:].mean() > c[:, :4].mean()]
+    assert len(mixed) >= 6 and 0 < len(right) < len(mixed)
 
 
 def test_mini_records_fixture_matches_its_label_map(mini_records):

@@ -1,9 +1,10 @@
 """Training augmentation: in-graph TensorFlow ops (TPU-safe), or albumentations on the host.
 
-In-graph ("tf"): random resized crop decoded straight from the JPEG (only the crop window is
-decoded), horizontal flip, colour jitter (brightness, contrast, saturation) and cutout (one
-square hole filled with 0, half of the time). Every op is stateless and takes a per-example seed
-[2] int64, so a seeded pipeline repeats itself exactly; every shape is static.
+In-graph ("tf"): per image, a random resized crop decoded straight from the JPEG (only the crop
+window is decoded) and a horizontal flip; then per batch, with parameters drawn per image, colour
+jitter (brightness, contrast, saturation) and cutout (one square hole filled with 0, half of the
+time). Every op is stateless and takes a seed [2] int64, so a seeded pipeline repeats itself
+exactly; every shape is static.
 
 Albumentations ("albumentations"): the same recipe with albumentations, run through
 tf.numpy_function, i.e. Python on the host: fine on CPU/GPU, impossible on TPU
@@ -30,13 +31,17 @@ CUTOUT_PROBABILITY = 0.5
 
 
 def decode_random_crop(encoded: tf.Tensor, image_size: int, seed: tf.Tensor) -> tf.Tensor:
-    """JPEG bytes -> float32 [S, S, 3]: a random crop (area and aspect in the ranges above)
-    decoded with decode_and_crop_jpeg and resized to S x S (bilinear)."""
+    """JPEG bytes -> float32 [S, S, 3]: a random crop (area and aspect in the ranges above),
+    decoded with decode_and_crop_jpeg (only the window is decoded), flipped left-right half of
+    the time (on the small uint8 crop, where it is cheapest) and resized to S x S (bilinear)."""
+    crop_seed, flip_seed = tf.unstack(
+        tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), num=2)
+    )
     shape = tf.image.extract_jpeg_shape(encoded)
     begin, size, _ = tf.image.stateless_sample_distorted_bounding_box(
         shape,
         bounding_boxes=tf.constant([[[0.0, 0.0, 1.0, 1.0]]]),
-        seed=seed,
+        seed=crop_seed,
         min_object_covered=0.0,
         aspect_ratio_range=ASPECT_RANGE,
         area_range=AREA_RANGE,
@@ -45,39 +50,77 @@ def decode_random_crop(encoded: tf.Tensor, image_size: int, seed: tf.Tensor) -> 
     )
     window = tf.stack([begin[0], begin[1], size[0], size[1]])
     image = tf.image.decode_and_crop_jpeg(encoded, window, channels=3)
+    image = tf.image.stateless_random_flip_left_right(image, flip_seed)
     image = tf.image.resize(image, [image_size, image_size])
     return tf.ensure_shape(image, [image_size, image_size, 3])
 
 
-def augment_image(image: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
-    """Flip, colour jitter and cutout of float32 [S, S, 3] in [0, 255]; same shape out."""
-    seeds = tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), num=6)
-    image = tf.image.stateless_random_flip_left_right(image, seeds[0])
-    unit = image / 255.0
-    unit = tf.image.stateless_random_brightness(unit, BRIGHTNESS, seeds[1])
-    unit = tf.image.stateless_random_contrast(unit, *CONTRAST, seeds[2])
-    unit = tf.image.stateless_random_saturation(unit, *SATURATION, seeds[3])
-    image = tf.clip_by_value(unit, 0.0, 1.0) * 255.0
-    return _cutout(image, seeds[4], seeds[5])
+LUMA = (0.299, 0.587, 0.114)  # ITU-R 601 weights of R, G, B in grayscale
 
 
-def _cutout(image: tf.Tensor, seed: tf.Tensor, coin_seed: tf.Tensor) -> tf.Tensor:
-    height, width = image.shape[0], image.shape[1]
-    side = max(1, int(round(min(height, width) * CUTOUT_FRACTION)))
-    top_left = tf.random.stateless_uniform(
-        [2], seed, minval=0, maxval=tf.int64.max, dtype=tf.int64
-    ) % tf.constant([height - side + 1, width - side + 1], tf.int64)
-    rows = tf.range(height, dtype=tf.int64)[:, None]
-    cols = tf.range(width, dtype=tf.int64)[None, :]
-    hole = (
-        (rows >= top_left[0])
-        & (rows < top_left[0] + side)
-        & (cols >= top_left[1])
-        & (cols < top_left[1] + side)
+def colour_jitter(images: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
+    """Brightness, contrast and saturation jitter of a batch float32 [B, S, S, 3] in [0, 255],
+    with factors drawn per image, clipped to [0, 255].
+
+    As torchvision's ColorJitter (without its clipping between steps): brightness adds
+    delta ~ U(+-BRIGHTNESS * 255); contrast scales by f around each image's per-channel mean m;
+    saturation blends with the grayscale g = x . LUMA by s: x' = g + s (x - g). All three are
+    affine in RGB, so they run as ONE per-image 3x3 colour matrix and offset:
+        x' = x (f C) + ((1 - f) m + delta) C,   C = s I + (1 - s) LUMA 1^T.
+    """
+    batch = images.shape[0]
+    seeds = tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), num=3)
+    delta = tf.random.stateless_uniform([batch], seeds[0], -BRIGHTNESS * 255.0, BRIGHTNESS * 255.0)
+    contrast = tf.random.stateless_uniform([batch], seeds[1], *CONTRAST)
+    saturation = tf.random.stateless_uniform([batch], seeds[2], *SATURATION)
+    return apply_colour(images, delta, contrast, saturation)
+
+
+def apply_colour(
+    images: tf.Tensor, delta: tf.Tensor, contrast: tf.Tensor, saturation: tf.Tensor
+) -> tf.Tensor:
+    """The colour jitter of `colour_jitter` with given per-image factors, each float32 [B]."""
+    batch = images.shape[0]
+    delta, contrast, saturation = (
+        tf.reshape(v, [batch, 1, 1]) for v in (delta, contrast, saturation)
     )
-    apply = tf.random.stateless_uniform([], coin_seed) < CUTOUT_PROBABILITY
-    hole = tf.logical_and(hole, apply)[:, :, None]
-    return tf.where(hole, tf.zeros_like(image), image)
+    grey_mix = tf.constant(LUMA)[:, None] * tf.ones([1, 3])  # [3, 3]: row i = LUMA[i]
+    blend = saturation * tf.eye(3) + (1.0 - saturation) * grey_mix  # C, [B, 3, 3]
+    mean = tf.reduce_mean(images, axis=[1, 2])[:, None, :]  # m, [B, 1, 3]
+    offset = tf.matmul((1.0 - contrast) * mean + delta, blend)  # [B, 1, 3]
+    pixels = tf.reshape(images, [batch, -1, 3])
+    out = tf.matmul(pixels, contrast * blend) + offset
+    # one ClipByValue kernel instead of tf.clip_by_value's Minimum + Maximum passes
+    return tf.raw_ops.ClipByValue(
+        t=tf.reshape(out, images.shape), clip_value_min=0.0, clip_value_max=255.0
+    )
+
+
+def cutout(images: tf.Tensor, seed: tf.Tensor, coin_seed: tf.Tensor) -> tf.Tensor:
+    """Zero one square of side CUTOUT_FRACTION x S at a random place in each image of
+    [B, S, S, C], with probability CUTOUT_PROBABILITY per image."""
+    batch, height, width = images.shape[0], images.shape[1], images.shape[2]
+    side = max(1, int(round(min(height, width) * CUTOUT_FRACTION)))
+    corner = tf.random.stateless_uniform([batch, 2], seed, minval=0, maxval=2**30, dtype=tf.int32)
+    corner = corner % tf.constant([height - side + 1, width - side + 1])
+    apply = tf.cast(
+        tf.random.stateless_uniform([batch, 1], coin_seed) < CUTOUT_PROBABILITY, images.dtype
+    )
+    rows = tf.range(height)[None, :]
+    cols = tf.range(width)[None, :]
+    in_rows = tf.cast((rows >= corner[:, :1]) & (rows < corner[:, :1] + side), images.dtype) * apply
+    in_cols = tf.cast((cols >= corner[:, 1:]) & (cols < corner[:, 1:] + side), images.dtype)
+    keep = 1.0 - in_rows[:, :, None, None] * in_cols[:, None, :, None]  # [B, S, S, 1]
+    return images * keep
+
+
+def augment_batch(images: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
+    """Colour jitter then cutout of a batch float32 [B, S, S, 3] in [0, 255]; same shape.
+    Parameters are drawn per image, but each op runs once on the whole batch."""
+    jitter_seed, cut_seed, coin_seed = tf.unstack(
+        tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), num=3)
+    )
+    return cutout(colour_jitter(images, jitter_seed), cut_seed, coin_seed)
 
 
 # --- albumentations (host) --------------------------------------------------------------------

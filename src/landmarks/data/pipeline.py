@@ -64,14 +64,13 @@ def make_train_dataset(
         dataset = dataset.shuffle(shuffle_buffer, seed=seed)
     if repeat:
         dataset = dataset.repeat()
-    seeds = tf.data.Dataset.random(seed=seed).batch(2, drop_remainder=True)
+    seeds = tf.data.Dataset.random(seed=seed).batch(2, drop_remainder=True)  # [2] int64 each
     dataset = tf.data.Dataset.zip(dataset, seeds)
 
     def example(serialized, example_seed):
         record = parse_example(serialized)
         if augment == "tf":
             image = augment_ops.decode_random_crop(record["encoded"], image_size, example_seed)
-            image = augment_ops.augment_image(image, example_seed)
         elif augment == "albumentations":
             decoded = tf.io.decode_jpeg(record["encoded"], channels=3)
             image = augment_ops.albumentations_augment(decoded, image_size, example_seed)
@@ -81,6 +80,16 @@ def make_train_dataset(
 
     dataset = dataset.map(example, num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic)
     dataset = dataset.batch(global_batch_size, drop_remainder=True)
+    if augment == "tf":
+        batch_seeds = tf.data.Dataset.random(seed=None if seed is None else seed + 1).batch(2)
+
+        def augment_batch(batch, batch_seed):
+            images, labels = batch
+            return augment_ops.augment_batch(images, batch_seed), labels
+
+        dataset = tf.data.Dataset.zip(dataset, batch_seeds).map(
+            augment_batch, num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic
+        )
     dataset = dataset.map(lambda image, label: ({"image": image, "label": label}, label))
     return dataset.prefetch(tf.data.AUTOTUNE)
 

@@ -1,0 +1,124 @@
+"""Benchmark of the TFRecord builder (`landmarks.data.tfrecords`) on mini-landmarks.
+
+Measures images/s of:
+  plain      a plain single-process loop: read, decode, resize, encode, write (the reference)
+  reencode1  write_records with --image-size (every image decoded, resized, re-encoded), 1 worker
+  reencode2  the same with 2 worker processes
+  copy1      write_records without --image-size: upright RGB JPEGs copied byte for byte, 1 worker
+
+Goals: reencode2 / reencode1 >= 1.8 and copy1 / reencode1 >= 10.
+The last line printed is one JSON object with the ratios.
+
+    .venv/bin/python bench/build.py [--data input/mini-landmarks] [--repeat 3] [--image-size 128]
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import shutil
+import tempfile
+import time
+
+import pandas as pd
+
+
+def plain_loop(table: pd.DataFrame, out_path: str, image_size: int) -> None:
+    """The reference: what one would write by hand, in one process, into one file."""
+    import tensorflow as tf
+    from PIL import Image
+
+    with tf.io.TFRecordWriter(out_path) as writer:
+        for image_id, path, label in zip(
+            table["id"], table["path"], table["landmark_id"], strict=True
+        ):
+            with open(path, "rb") as handle:
+                image = Image.open(io.BytesIO(handle.read())).convert("RGB")
+            image.thumbnail((image_size, image_size), Image.Resampling.BICUBIC)
+            out = io.BytesIO()
+            image.save(out, format="JPEG", quality=95)
+            feature = {
+                "image/encoded": tf.train.Feature(
+                    bytes_list=tf.train.BytesList(value=[out.getvalue()])
+                ),
+                "image/id": tf.train.Feature(
+                    bytes_list=tf.train.BytesList(value=[image_id.encode()])
+                ),
+                "image/class/label": tf.train.Feature(
+                    int64_list=tf.train.Int64List(value=[int(label)])
+                ),
+            }
+            example = tf.train.Example(features=tf.train.Features(feature=feature))
+            writer.write(example.SerializeToString())
+
+
+def timed(function) -> float:
+    start = time.perf_counter()
+    function()
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--data", default="input/mini-landmarks")
+    parser.add_argument(
+        "--repeat", type=int, default=3, help="use every train image this many times"
+    )
+    parser.add_argument("--image-size", type=int, default=128, help="longest side for re-encoding")
+    parser.add_argument("--shards", type=int, default=8)
+    args = parser.parse_args()
+
+    from landmarks.data import gldv2
+    from landmarks.data.tfrecords import write_records
+
+    base = gldv2.read_train_table(args.data)
+    table = pd.concat(
+        [base.assign(id=base["id"] + f"_{r}") for r in range(args.repeat)], ignore_index=True
+    )
+    n = len(table)
+    work = tempfile.mkdtemp(prefix="bench-build-")
+
+    def build(name: str, **options) -> float:
+        out = os.path.join(work, name)
+        seconds = timed(
+            lambda: write_records(table, out, num_shards=args.shards, progress=False, **options)
+        )
+        shutil.rmtree(out)
+        return n / seconds
+
+    try:
+        # warm-up: imports TensorFlow here and starts the forkserver that workers fork from
+        write_records(
+            table.iloc[:16], os.path.join(work, "warm"), num_shards=2, workers=2, progress=False
+        )
+        rates = {
+            "plain": n
+            / timed(lambda: plain_loop(table, os.path.join(work, "plain.tfrec"), args.image_size)),
+            "reencode1": build("r1", image_size=args.image_size, workers=1),
+            "reencode2": build("r2", image_size=args.image_size, workers=2),
+            "copy1": build("c1", image_size=None, workers=1),
+        }
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+    print(
+        f"images: {n} ({len(base)} mini-landmarks train images x {args.repeat}), cpus: {os.cpu_count()}"
+    )
+    for name, rate in rates.items():
+        print(f"{name:>10}: {rate:8.1f} images/s")
+    ratios = {
+        "images": n,
+        "workers2_vs_workers1": round(rates["reencode2"] / rates["reencode1"], 3),
+        "copy_vs_reencode": round(rates["copy1"] / rates["reencode1"], 3),
+        "reencode1_vs_plain_loop": round(rates["reencode1"] / rates["plain"], 3),
+        "reencode2_vs_plain_loop": round(rates["reencode2"] / rates["plain"], 3),
+        "goal_workers2_vs_workers1": 1.8,
+        "goal_copy_vs_reencode": 10.0,
+    }
+    print(json.dumps(ratios))
+
+
+if __name__ == "__main__":
+    main()
