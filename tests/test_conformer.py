@@ -161,20 +161,85 @@ def test_presets_match_the_paper(preset, paper_params, channels):
     model = conformer_backbone(**CONFORMER_PRESETS[preset])
     classifiers = (channels + 1) * 1000 + (384 + 1) * 1000 + 2 * 384
     assert abs(model.count_params() + classifiers - paper_params) < 0.05e6
-    assert model.output.shape[-1] == channels
+    assert model.output["stride32"].shape[-1] == channels
 
 
 @pytest.mark.parametrize("size", [64, 96])
-def test_backbone_taps_at_every_stride(size):
+def test_backbone_maps_at_every_stride(size):
     model = conformer_backbone(base_channels=8, embed_dim=12, depth=6, num_heads=2, stem_channels=8)
-    taps = keras.Model(model.input, [model.get_layer(n).output for n in CONFORMER_TAPS.values()])
-    outputs = taps(np.random.default_rng(0).random((2, size, size, 3), "float32"))
-    for (stride, _), out, width in zip(
-        CONFORMER_TAPS.items(), outputs, (8, 16, 32, 32), strict=True
-    ):
-        assert tuple(out.shape) == (2, size // stride, size // stride, width)
+    outputs = model(np.random.default_rng(0).random((2, size, size, 3), "float32"))
+    assert sorted(outputs) == sorted(f"stride{s}" for s in CONFORMER_TAPS)
+    for stride, width in zip(CONFORMER_TAPS, (8, 16, 32, 32), strict=True):
+        assert tuple(outputs[f"stride{stride}"].shape) == (2, size // stride, size // stride, width)
 
 
-def test_backbone_rejects_depth_not_multiple_of_three():
-    with pytest.raises(ValueError, match="multiple of 3"):
-        conformer_backbone(depth=10)
+@pytest.mark.parametrize("depth", [10, 3])
+def test_backbone_rejects_bad_depth(depth):
+    with pytest.raises(ValueError, match="multiple of 3 and at least 6"):
+        conformer_backbone(depth=depth)
+
+
+# --- backbone: conformer_ti through build_model ---------------------------------------------
+
+
+@pytest.mark.slow
+def test_conformer_ti_dolg_training_lowers_the_loss(tmp_path):
+    """The paper's Conformer-Ti under the DOLG head: embeddings at two sizes, a few training
+    steps on one batch lower the loss, and the embedding model survives a .keras round trip."""
+    from landmarks.config import Config
+    from landmarks.models import build_model
+
+    keras.utils.set_random_seed(0)
+    config = Config.from_dict(
+        {
+            "backbone": "conformer_ti",
+            "head": "dolg",
+            "num_classes": 4,
+            "image_size": 64,
+            "local_dim": 32,
+            "embedding_dim": 16,
+            "arcface_k": 1,
+            "dynamic_margins": False,
+        }  # fmt: skip
+    )
+    train_model, embed_model = build_model(config)
+    assert train_model.get_layer("backbone").get_layer("conformer_ti").count_params() > 20e6
+    rng = np.random.default_rng(0)
+    for size in (64, 96):
+        embeddings = np.asarray(
+            embed_model(rng.uniform(0, 255, (2, size, size, 3)).astype("float32"))
+        )
+        assert embeddings.shape == (2, 16)
+        np.testing.assert_allclose(np.linalg.norm(embeddings, axis=1), 1.0, rtol=1e-5)
+
+    batch = {
+        "image": rng.uniform(0, 255, (8, 64, 64, 3)).astype("float32"),
+        "label": np.array([0, 1, 2, 3] * 2, "int32"),
+    }
+    train_model.compile(
+        optimizer=keras.optimizers.Adam(1e-4),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        run_eagerly=True,  # a few steps: tracing the graph would cost more than it saves
+    )
+    losses = [float(train_model.train_on_batch(batch, batch["label"])) for _ in range(5)]
+    assert np.isfinite(losses).all()
+    assert losses[-1] < losses[0], losses
+
+    images = rng.uniform(0, 255, (2, 96, 96, 3)).astype("float32")
+    path = str(tmp_path / "embed_model.keras")
+    embed_model.save(path)
+    loaded = keras.saving.load_model(path)
+    np.testing.assert_allclose(
+        np.asarray(loaded(images)), np.asarray(embed_model(images)), atol=1e-5
+    )
+
+
+def test_conformer_has_no_imagenet_weights():
+    from landmarks.config import Config
+    from landmarks.errors import ConfigError
+    from landmarks.models import BACKBONES
+
+    with pytest.raises(ConfigError, match="weights: no 'imagenet' weights"):
+        BACKBONES["conformer_s"](
+            Config.from_dict({"backbone": "conformer_s", "weights": "imagenet"})
+        )

@@ -142,3 +142,119 @@ def test_fbsd_head_layer_checks():
         atol=1e-4,
         rtol=1e-4,
     )
+
+
+# --- head: fbsd through build_model ---------------------------------------------------------
+
+FBSD_TINY = {
+    "head": "fbsd",
+    "backbone": "efficientnet_b0",
+    "num_classes": 4,
+    "image_size": 64,
+    "embedding_dim": 16,
+    "fbsd_mid_dim": 16,
+    "fbsd_part_dim": 24,
+    "arcface_k": 1,
+    "dynamic_margins": False,
+    "arcface_margin": 0.1,
+}
+
+
+@pytest.fixture(scope="module")
+def fbsd_models():
+    import keras
+
+    from landmarks.config import Config
+    from landmarks.models import build_model
+
+    keras.utils.set_random_seed(0)
+    return build_model(Config.from_dict(FBSD_TINY))
+
+
+@pytest.mark.parametrize("size", [64, 96])
+def test_fbsd_model_shapes(fbsd_models, size):
+    train_model, embed_model = fbsd_models
+    images = np.random.default_rng(size).uniform(0, 255, (2, size, size, 3)).astype("float32")
+    embeddings = np.asarray(embed_model(images))
+    assert embeddings.shape == (2, 16)
+    np.testing.assert_allclose(np.linalg.norm(embeddings, axis=1), 1.0, rtol=1e-5)
+    logits = train_model({"image": images, "label": np.array([0, 3], "int32")})
+    assert sorted(logits) == ["embedding", "stage1", "stage2", "stage3"]
+    assert all(tuple(v.shape) == (2, 4) for v in logits.values())
+
+
+def test_fbsd_training_lowers_the_loss(fbsd_models):
+    import keras
+
+    train_model, _ = fbsd_models
+    rng = np.random.default_rng(0)
+    batch = {
+        "image": rng.uniform(0, 255, (8, 64, 64, 3)).astype("float32"),
+        "label": np.array([0, 1, 2, 3] * 2, "int32"),
+    }
+    targets = {name: batch["label"] for name in train_model.output}
+    loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    train_model.compile(
+        optimizer=keras.optimizers.Adam(1e-3),
+        loss={name: loss for name in train_model.output},
+        run_eagerly=True,  # a few steps: tracing the graph would cost more than it saves
+    )
+    losses = [float(train_model.train_on_batch(batch, targets)[0]) for _ in range(6)]
+    assert np.isfinite(losses).all()
+    assert losses[-1] < losses[0], losses
+
+
+def test_fbsd_embed_model_keras_round_trip(fbsd_models, tmp_path):
+    import keras
+
+    _, embed_model = fbsd_models
+    images = np.random.default_rng(5).uniform(0, 255, (2, 96, 96, 3)).astype("float32")
+    path = str(tmp_path / "embed_model.keras")
+    embed_model.save(path)
+    loaded = keras.saving.load_model(path)
+    np.testing.assert_allclose(
+        np.asarray(loaded(images)), np.asarray(embed_model(images)), atol=1e-6
+    )
+
+
+def test_fbsd_backbone_feeds_suppressed_maps_forward():
+    """alpha=0, beta=1 makes every FBSM the identity: the rewired backbone then equals the
+    original. With beta<1 the stride-8 map is unchanged (alpha=0) but the later maps change,
+    because the suppressed stride-8 and stride-16 maps now flow into the next stages."""
+    from landmarks.config import Config
+    from landmarks.fbsd_head import fbsd_backbone
+    from landmarks.models import BACKBONES
+
+    config = Config.from_dict({"fbsd_alpha": 0.0, "fbsd_beta": 1.0})
+    backbone = BACKBONES["efficientnet_b0"](config)
+    images = np.random.default_rng(1).uniform(0, 255, (2, 64, 64, 3)).astype("float32")
+    original = {k: np.asarray(v) for k, v in backbone(images).items()}
+
+    def relative_difference(maps, key):  # untrained maps are tiny: compare to their own scale
+        return np.abs(np.asarray(maps[key]) - original[key]).max() / np.abs(original[key]).max()
+
+    identity = fbsd_backbone(config, backbone)(images)
+    for key in ("stride8", "stride16", "stride32"):
+        assert relative_difference(identity, key) < 1e-5, key
+    config.fbsd_beta = 0.2
+    suppressed = fbsd_backbone(config, backbone)(images)
+    assert relative_difference(suppressed, "stride8") < 1e-5
+    for key in ("stride16", "stride32"):
+        assert relative_difference(suppressed, key) > 1e-2, key
+
+
+def test_fbsd_backbone_needs_three_strides():
+    import keras
+
+    from landmarks.config import Config
+    from landmarks.errors import ConfigError
+    from landmarks.fbsd_head import fbsd_backbone
+
+    image = keras.Input((None, None, 3))
+    x16 = keras.layers.Conv2D(4, 3, strides=16, padding="same")(image)
+    x32 = keras.layers.Conv2D(4, 3, strides=2, padding="same")(x16)
+    backbone = keras.Model(image, {"stride16": x16, "stride32": x32})
+    with pytest.raises(
+        ConfigError, match=r"head: fbsd needs backbone maps at strides 8, 16 and 32"
+    ):
+        fbsd_backbone(Config(), backbone)

@@ -25,6 +25,9 @@ accept):
   (not normalised). Returning `HeadOutput(embedding, auxiliary={"stage1": e1, ...})` trains each
   auxiliary embedding with its own sub-center ArcFace; train_model then outputs a dict of logits
   {"embedding": .., "stage1": .., ...}; embed_model always outputs the main embedding.
+* `BACKBONE_ADAPTERS[head_name] = adapter`, `adapter(config, backbone) -> backbone`: for a head
+  that also changes the backbone (FBSD feeds its suppressed maps forward inside the backbone);
+  the returned model keeps the contract above and is named "backbone".
 * `register_backbone(name)` / `register_head(name)` are decorator forms of the above. Modules
   that register at import time are listed in `EXTENSION_MODULES`, imported at the end of this
   module, so that `BACKBONES` is complete as soon as `landmarks.models` is imported.
@@ -49,11 +52,12 @@ from landmarks.layers import DOLGHead, GeM, SubCenterArcFace, dynamic_margins
 BackboneBuilder = Callable[[Config], keras.Model]
 BACKBONES: dict[str, BackboneBuilder] = {}
 HEADS: dict[str, Callable] = {}
+BACKBONE_ADAPTERS: dict[str, Callable[[Config, keras.Model], keras.Model]] = {}
 STRIDES = (4, 8, 16, 32)
 WEIGHTS_OPTIONS = (None, "imagenet", "noisy-student")
 
 # Modules imported at the end of this file that register more backbones/heads.
-EXTENSION_MODULES: tuple[str, ...] = ()
+EXTENSION_MODULES: tuple[str, ...] = ("landmarks.fbsd_head", "landmarks.conformer_backbones")
 
 # Size of the probe image used to measure each layer's stride (never run, only traced).
 _PROBE = 256
@@ -106,7 +110,10 @@ def build_model(config: Config, class_counts: Sequence[int] | None = None):
     margin = _margins(config, class_counts)
 
     image = keras.Input((None, None, 3), dtype="float32", name="image")
-    features = BACKBONES[config.backbone](config)(image)
+    backbone = BACKBONES[config.backbone](config)
+    if config.head in BACKBONE_ADAPTERS:
+        backbone = BACKBONE_ADAPTERS[config.head](config, backbone)
+    features = backbone(image)
     head = HEADS[config.head](config, features)
     if not isinstance(head, HeadOutput):
         head = HeadOutput(head)

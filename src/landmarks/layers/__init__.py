@@ -22,3 +22,27 @@ __all__ = [
     "SubCenterArcFace",
     "dynamic_margins",
 ]
+
+# FBSD (arXiv 2103.02782) and Conformer (arXiv 2105.03889) layers.
+from landmarks.layers.conformer import (  # noqa: E402
+    ClassToken,
+    ConvBottleneck,
+    ConvTransBlock,
+    FCUDown,
+    FCUUp,
+    TransformerBlock,
+)
+from landmarks.layers.fbsd import FBSM, FDM, FBSDHead, TopKPool  # noqa: E402
+
+__all__ += [
+    "FBSM",
+    "FDM",
+    "ClassToken",
+    "ConvBottleneck",
+    "ConvTransBlock",
+    "FBSDHead",
+    "FCUDown",
+    "FCUUp",
+    "TopKPool",
+    "TransformerBlock",
+]

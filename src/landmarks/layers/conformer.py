@@ -459,22 +459,22 @@ def conformer_backbone(
     input_shape: tuple = (None, None, 3),
     name: str = "conformer",
 ) -> keras.Model:
-    """Conformer (patch 16) as a functional model: image -> CNN-branch map at stride 32.
+    """Conformer (patch 16) as a functional model: image -> {"strideS": CNN-branch map}.
 
     The input is an already normalised image `[B, H, W, 3]` (H, W multiples of 32). The CNN
     branch runs at strides 4 (stage 1), 8 (stage 2), 16 (stage 3) and 32 (after the last block's
-    strided fusion); identity layers named by `CONFORMER_TAPS` mark the last map at each stride,
-    so heads can tap them (`model.get_layer("conv_stride16").output`). The transformer branch
-    works on 16-px patches plus a class token throughout; it has no position embedding.
+    strided fusion); the output dict holds the last map at each stride, keyed "stride4" ..
+    "stride32", each computed by an identity layer named by `CONFORMER_TAPS`. The transformer
+    branch works on 16-px patches plus a class token throughout; it has no position embedding.
 
     Args:
         channel_ratio: CNN width multiplier (1 for Conformer-Ti, 4 for Conformer-S).
-        embed_dim, depth, num_heads, mlp_ratio: the transformer branch (depth a multiple of 3:
-            one stage-1 block plus depth - 1 ConvTransBlocks split over three stages).
+        embed_dim, depth, num_heads, mlp_ratio: the transformer branch (depth a multiple of 3,
+            at least 6: one stage-1 block plus depth - 1 ConvTransBlocks over three stages).
         base_channels, stem_channels: 64 in the paper; smaller values only for quick tests.
     """
-    if depth % 3 or depth < 3:
-        raise ValueError(f"Conformer depth must be a positive multiple of 3, got {depth}")
+    if depth % 3 or depth < 6:
+        raise ValueError(f"Conformer depth must be a multiple of 3 and at least 6, got {depth}")
     widths = [base_channels * channel_ratio * m for m in (1, 2, 4)]
     image = keras.Input(input_shape, name="image")
     x = keras.layers.ZeroPadding2D(3, name="stem_pad")(image)
@@ -494,6 +494,7 @@ def conformer_backbone(
 
     per_stage = depth // 3
     block = 2
+    maps = {}
     for stage, (width, patch_stride) in enumerate(zip(widths, (4, 2, 1), strict=True)):
         count = per_stage - 1 if stage == 0 else per_stage
         for i in range(count):
@@ -509,9 +510,10 @@ def conformer_backbone(
                 name=f"conv_trans_{block}",
             )([x, tokens])
             if block == depth - 1:
-                x = keras.layers.Identity(name=CONFORMER_TAPS[16])(x)
+                x = maps["stride16"] = keras.layers.Identity(name=CONFORMER_TAPS[16])(x)
             block += 1
         if stage < 2:
-            x = keras.layers.Identity(name=CONFORMER_TAPS[4 * 2**stage])(x)
-    x = keras.layers.Identity(name=CONFORMER_TAPS[32])(x)
-    return keras.Model(image, x, name=name)
+            stride = 4 * 2**stage
+            x = maps[f"stride{stride}"] = keras.layers.Identity(name=CONFORMER_TAPS[stride])(x)
+    maps["stride32"] = keras.layers.Identity(name=CONFORMER_TAPS[32])(x)
+    return keras.Model(image, {key: maps[key] for key in sorted(maps)}, name=name)
