@@ -136,6 +136,22 @@ def test_local_branch_is_translation_equivariant_and_not_constant(dilations):
     assert np.std(per_position, axis=0).max() > 1e-2 * np.abs(per_position).max()
 
 
+def test_multi_atrous_centre_tap_shortcut_equals_the_dilated_conv():
+    """A map no larger than the dilation takes the centre-tap path; it must equal Conv2D."""
+    layer = MultiAtrous(8, [2, 6])
+    x = np.random.default_rng(8).standard_normal((2, 5, 6, 4)).astype("float32")
+    layer(x)
+    from landmarks.layers.dolg import _atrous_branch
+
+    for conv, rate in zip(layer.atrous, layer.dilations, strict=True):
+        np.testing.assert_allclose(_atrous_branch(conv, rate, x), conv(x), atol=1e-5)
+    # the whole layer equals the same layer traced for an unknown size (native convs only)
+    import tensorflow as tf
+
+    dynamic = tf.function(layer, input_signature=[tf.TensorSpec((None, None, None, 4))])
+    np.testing.assert_allclose(dynamic(x), layer(x), atol=1e-5)
+
+
 def test_multi_atrous_accepts_any_spatial_size():
     layer = MultiAtrous(8, [1, 2])
     inputs = keras.Input((None, None, 4))

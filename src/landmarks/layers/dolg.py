@@ -24,6 +24,16 @@ def _sublayer_kwargs(layer: keras.layers.Layer, name: str) -> dict:
     return {"dtype": layer.dtype_policy, "name": name}
 
 
+def _atrous_branch(conv: keras.layers.Conv2D, rate: int, inputs):
+    """`conv(inputs)` for a 3x3 'same' conv of dilation `rate`; the centre tap alone when the
+    static map is no larger than `rate` (identical result: the other taps read only zeros)."""
+    height, width = inputs.shape[1], inputs.shape[2]
+    if height is None or width is None or rate < height or rate < width:
+        return conv(inputs)
+    kernel = ops.cast(conv.kernel[1, 1], inputs.dtype)  # (C_in, C_out)
+    return ops.matmul(inputs, kernel) + ops.cast(conv.bias, inputs.dtype)
+
+
 @keras.saving.register_keras_serializable(package="landmarks")
 class MultiAtrous(keras.layers.Layer):
     """Atrous spatial pyramid: (B, H, W, C) -> (B, H, W, filters), same spatial layout.
@@ -32,6 +42,11 @@ class MultiAtrous(keras.layers.Layer):
     output), plus an image-pool branch (spatial mean -> 1x1 conv -> ReLU) broadcast back to the
     input's *dynamic* H x W; the branches are concatenated and projected by a 1x1 conv + ReLU.
     Nothing but the image-pool branch pools the map.
+
+    When the (static) map is no larger than a dilation rate, every off-centre tap of that
+    branch reads only zero padding, so the branch is computed exactly as its centre tap (a
+    1x1 product): TensorFlow's CPU dilated convolution pads the map to the dilation's extent
+    and would otherwise spend most of its time on zeros.
 
     Args:
         filters: output channels.
@@ -75,7 +90,10 @@ class MultiAtrous(keras.layers.Layer):
         self.project.build((*input_shape[:3], branches))
 
     def call(self, inputs):
-        branches = [conv(inputs) for conv in self.atrous]
+        branches = [
+            _atrous_branch(conv, rate, inputs)
+            for conv, rate in zip(self.atrous, self.dilations, strict=True)
+        ]
         pooled = self.pool_conv(ops.mean(inputs, axis=(1, 2), keepdims=True))
         shape = ops.shape(inputs)
         branches.append(
