@@ -2,8 +2,10 @@
 
 Builds, in one process, the training model of the same backbone (EfficientNetB0 by default,
 weights=None) with three heads: "avg" (backbone only: global average pool + Dense to the
-embedding + sub-center ArcFace: the reference), "gem", and "dolg" (at each --local-dims
-value). Each model trains on one fixed batch; warm-up steps (tracing included) are excluded,
+embedding + sub-center ArcFace: the reference), "gem", "dolg" (at each --local-dims
+value) and "fbsd" (FBSM-rewired backbone, three-stage FBSD head, four ArcFace classifiers), plus
+the "dolg" head on each --compare-backbones backbone (e.g. conformer_ti), still relative to
+"avg" on the reference backbone. Each model trains on one fixed batch; warm-up steps (tracing included) are excluded,
 and rounds are interleaved across models so that load changes on a shared machine hit them
 all alike. The per-step time is the median over rounds.
 
@@ -34,6 +36,7 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--local-dims", type=int, nargs="+", default=[512, 256])
     parser.add_argument("--num-classes", type=int, default=1000)
+    parser.add_argument("--compare-backbones", nargs="*", default=["conformer_ti"])
     args = parser.parse_args()
 
     import keras
@@ -44,7 +47,10 @@ def main() -> None:
     from landmarks.models import build_model
 
     device = "GPU" if tf.config.list_physical_devices("GPU") else "CPU"
-    variants = [("avg", None), ("gem", None)] + [("dolg", d) for d in args.local_dims]
+    variants = [(args.backbone, "avg", None), (args.backbone, "gem", None)]
+    variants += [(args.backbone, "dolg", d) for d in args.local_dims]
+    variants += [(args.backbone, "fbsd", None)]
+    variants += [(b, "dolg", 512) for b in args.compare_backbones]
     ratios = {}
     for size in args.sizes:
         rng = np.random.default_rng(0)
@@ -53,10 +59,12 @@ def main() -> None:
             "label": rng.integers(0, args.num_classes, args.batch).astype("int32"),
         }
         models = {}
-        for head, local_dim in variants:
+        for backbone, head, local_dim in variants:
             name = head if local_dim is None else f"{head}{local_dim}"
+            if backbone != args.backbone:
+                name = f"{backbone}+{name}"
             config = Config(
-                backbone=args.backbone,
+                backbone=backbone,
                 head=head,
                 image_size=size,
                 num_classes=args.num_classes,
@@ -70,20 +78,23 @@ def main() -> None:
                 loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                 jit_compile=False,
             )
+            targets = batch["label"]
+            if isinstance(train_model.output, dict):  # fbsd: one logits output per classifier
+                targets = {key: batch["label"] for key in train_model.output}
             for _ in range(args.warmup):
-                train_model.train_on_batch(batch, batch["label"])
-            models[name] = train_model
+                train_model.train_on_batch(batch, targets)
+            models[name] = (train_model, targets)
         times = {name: [] for name in models}
         for _ in range(args.rounds):
-            for name, model in models.items():
+            for name, (model, targets) in models.items():
                 start = time.perf_counter()
                 for _ in range(args.steps):
-                    model.train_on_batch(batch, batch["label"])
+                    model.train_on_batch(batch, targets)
                 times[name].append((time.perf_counter() - start) / args.steps)
         reference = statistics.median(times["avg"])
         for name, values in times.items():
             step = statistics.median(values)
-            params = models[name].count_params()
+            params = models[name][0].count_params()
             print(
                 f"{device} {args.backbone} {size}px batch {args.batch}: {name:8s} "
                 f"{step * 1000:8.1f} ms/step  {params / 1e6:6.2f} M params  "
