@@ -263,3 +263,23 @@ def test_killed_run_resumes_at_the_right_epoch_and_schedule_step(records, tmp_pa
     assert reader.get_tensor(iterations[0]) == epochs * STEPS
     assert reader.get_tensor("epoch/.ATTRIBUTES/VARIABLE_VALUE") == epochs
     assert (run_dir / "embed_model.keras").exists()
+
+
+@pytest.mark.slow
+def test_next_stage_starts_from_the_previous_runs_weights_at_another_size(trained_run, tmp_path):
+    """Staged training: init_from a finished run, at 96 px instead of 64, with a fresh schedule."""
+    import keras
+
+    from landmarks.training import train
+
+    previous, previous_dir = trained_run
+    config = tiny(
+        Path(previous.records_dir), tmp_path, image_size=96, epochs=1, steps_per_epoch=1,
+        learning_rate=1e-9, min_learning_rate=0.0, warmup_epochs=0, init_from=str(previous_dir),
+    )  # fmt: skip
+    run_dir = Path(train(config, verbose=0))
+    assert [int(r["step"]) for r in read_history(run_dir)] == [1]  # its own schedule from 0
+    before = keras.saving.load_model(previous_dir / "embed_model.keras")
+    after = keras.saving.load_model(run_dir / "embed_model.keras")
+    for a, b in zip(before.trainable_weights, after.trainable_weights, strict=True):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-6)

@@ -99,8 +99,12 @@ def restore_model_weights(model, path: str) -> str:
     """Load only the model weights of a checkpoint (a file prefix or a run folder) into `model`.
 
     Used to start a stage of staged training from the previous stage's run; the optimizer,
-    schedule position and epoch count start afresh. Returns the checkpoint prefix read.
+    schedule position and epoch count start afresh. The checkpoint is read into a clone of
+    `model` whose weights are then copied: a compiled model tracks its optimizer, and
+    `tf.train.Checkpoint` would restore (or, before compile, defer-restore) the previous stage's
+    optimizer state and step into it. Returns the checkpoint prefix read.
     """
+    import keras
     import tensorflow as tf
 
     prefix = path
@@ -114,7 +118,14 @@ def restore_model_weights(model, path: str) -> str:
             f"init_from: no checkpoint found at {path} (expected a run folder with "
             "checkpoints/, a checkpoints folder, or a checkpoint prefix such as .../ckpt-3)"
         )
-    tf.train.Checkpoint(model=model).restore(prefix).expect_partial()
+    twin = keras.models.clone_model(model)
+    try:
+        tf.train.Checkpoint(model=twin).restore(
+            prefix
+        ).expect_partial().assert_existing_objects_matched()
+    except (AssertionError, ValueError) as error:
+        raise ConfigError(f"init_from: {prefix} does not fit this model: {error}") from error
+    model.set_weights(twin.get_weights())
     return prefix
 
 

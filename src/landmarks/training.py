@@ -281,7 +281,9 @@ def train(config: Config, *, verbose: int = 2) -> str:
     keras.mixed_precision.set_global_policy(precision)
     keras.utils.set_random_seed(config.seed)
     with setup.strategy.scope():
-        parts = _build_and_compile(resolved, plan, jit_compile)
+        resuming = tf.train.latest_checkpoint(checkpoint_dir) is not None
+        init_from = "" if resuming else config.init_from
+        parts = _build_and_compile(resolved, plan, jit_compile, init_from=init_from)
         checkpoint = cb.RunCheckpoint(
             checkpoint_dir, parts.model, parts.optimizer, is_chief=setup.is_chief
         )
@@ -292,8 +294,6 @@ def train(config: Config, *, verbose: int = 2) -> str:
                 f"step {int(parts.optimizer.iterations.numpy())}",
                 flush=True,
             )
-        elif config.init_from:
-            print(f"initial weights from {cb.restore_model_weights(parts.model, config.init_from)}")
 
     history_path = os.path.join(run_dir, "history.csv")
     history = cb.HistoryCSV(
@@ -357,8 +357,12 @@ class _Compiled:
     output_names: list
 
 
-def _build_and_compile(config: Config, plan: TrainingPlan, jit_compile: bool) -> _Compiled:
-    """build_model with dynamic margins from the class counts, then compile; optimizer built."""
+def _build_and_compile(
+    config: Config, plan: TrainingPlan, jit_compile: bool, *, init_from: str = ""
+) -> _Compiled:
+    """build_model with dynamic margins from the class counts, weights of `init_from` (a run of
+    an earlier stage) when given, then compile; the optimizer is built."""
+    from landmarks.callbacks import restore_model_weights
     from landmarks.models import build_model
     from landmarks.optimization import (
         ArcFaceCrossEntropy,
@@ -370,6 +374,8 @@ def _build_and_compile(config: Config, plan: TrainingPlan, jit_compile: bool) ->
     train_model, embed_model = build_model(
         config, class_counts=plan.class_counts if config.dynamic_margins else None
     )
+    if init_from:
+        print(f"initial weights from {restore_model_weights(train_model, init_from)}", flush=True)
     schedule = make_schedule(
         config.learning_rate, plan.total_steps, plan.warmup_steps, config.min_learning_rate
     )
