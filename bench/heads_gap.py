@@ -6,7 +6,8 @@ changing only the head or the backbone with `--set`, each in its own process and
 
     dolg               head: dolg on the demo backbone (the reference)
     gem                head: gem (global-only ablation)
-    fbsd               head: fbsd (FBSM-rewired backbone, FBSD head, four ArcFace classifiers)
+    fbsd               head: fbsd (FBSM-rewired backbone, FBSD head, four ArcFace classifiers),
+                       widths 128/256 like the demo's lightened DOLG
     conformer_ti       backbone: conformer_ti with head: dolg
 
 Prints one line per variant, then, as the last line, one JSON object: each variant's GAP and
@@ -29,7 +30,8 @@ from pathlib import Path
 VARIANTS = {
     "dolg": ["head=dolg"],
     "gem": ["head=gem"],
-    "fbsd": ["head=fbsd"],
+    # lightened like the demo's DOLG (local_dim 128 instead of 512): 128/256 instead of 512/1024
+    "fbsd": ["head=fbsd", "fbsd_mid_dim=128", "fbsd_part_dim=256"],
     "conformer_ti": ["backbone=conformer_ti", "head=dolg"],
 }
 
