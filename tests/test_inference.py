@@ -90,8 +90,10 @@ def test_penalty_demotes_a_train_image_that_looks_like_a_non_landmark():
     q = _normalise(np.array([[1.0, 1.0, 0.0]], np.float32))
     train = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]], np.float32)
     non_landmark = np.array([[0.0, 1.0, 0.0]], np.float32)
+    penalties = non_landmark_penalties(train, non_landmark, top_n=1)
+    np.testing.assert_allclose(penalties, [0.0, 1.0, 0.0], atol=1e-6)
     landmarks, confidences = predict_recognition(
-        q, train, np.array([7, 8, 9]), k=1, non_landmarks=non_landmark, non_landmark_top_n=1
+        q, train, np.array([7, 8, 9]), k=1, penalties=penalties
     )
     # s(q, row 0) - p(row 0) = 0.7071 - 0 ; s(q, row 1) - p(row 1) = 0.7071 - 1
     assert landmarks.tolist() == [7]
@@ -372,3 +374,21 @@ def test_infer_without_model_is_a_one_line_error(tmp_path, capsys):
     )
     assert "embed model not found" in capsys.readouterr().err
     assert not (tmp_path / "s.csv").exists()
+    for bad, key in [("knn_backend=annoy", "knn_backend"), ("tta_scales=[0]", "tta_scales")]:
+        assert (
+            main(
+                [
+                    "infer",
+                    "--config",
+                    str(config),
+                    "--task",
+                    "recognition",
+                    "--out",
+                    str(tmp_path / "s.csv"),
+                    "--set",
+                    bad,
+                ]
+            )
+            == 2
+        )
+        assert key in capsys.readouterr().err

@@ -16,7 +16,7 @@ import numpy as np
 
 from landmarks.embedding import Embeddings, embed, load_embeddings, save_embeddings, scaled_size
 from landmarks.errors import ConfigError, DataError
-from landmarks.knn import knn
+from landmarks.knn import BACKENDS, knn
 from landmarks.recognition import non_landmark_penalties, penalised_knn, recognize
 from landmarks.rerank import database_augmentation, label_rerank, query_expansion
 
@@ -42,21 +42,18 @@ def predict_recognition(
     *,
     k: int = 10,
     backend: str = "tf",
-    non_landmarks=None,
-    non_landmark_top_n: int = 5,
+    penalties=None,
     threshold: float | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Landmark id (-1 = none) and confidence per query by voting over its k nearest train
-    images, with the non-landmark penalty when `non_landmarks` vectors [M, D] are given.
+    images; similarities are s(q, b) - penalties[b] when `penalties` [N] are given (see
+    landmarks.recognition.non_landmark_penalties).
 
     queries: float32 [Q, D]; train: float32 [N, D]; train_landmark_ids: int [N].
     Returns (int64 [Q], float32 [Q]).
     """
     k = min(int(k), np.asarray(train).shape[0])
-    if non_landmarks is not None and len(non_landmarks):
-        penalties = non_landmark_penalties(
-            train, non_landmarks, non_landmark_top_n, backend=backend
-        )
+    if penalties is not None:
         similarities, indices = penalised_knn(queries, train, penalties, k, backend=backend)
     else:
         similarities, indices = knn(queries, train, k, backend=backend)
@@ -108,6 +105,7 @@ def run_inference(config, task: str, out_path: str, *, log=print) -> dict:
 
     if task not in ("recognition", "retrieval"):
         raise ConfigError(f"task must be recognition or retrieval, got {task!r}")
+    _check_inference_config(config)
     model = load_embed_model(config)
     cache = os.path.join(config.run_dir, "embeddings")
     embedded: dict[str, Embeddings] = {}
@@ -124,11 +122,15 @@ def run_inference(config, task: str, out_path: str, *, log=print) -> dict:
 
     test = get("test")
     needs_train = task == "recognition" or config.label_rerank
-    train = train_landmarks = non_landmarks = None
+    train = train_landmarks = penalties = None
     if needs_train:
         train = get("train")
         train_landmarks = train_landmark_ids(config, train)
         non_landmarks = non_landmark_vectors(model, config, log)
+        if non_landmarks is not None:
+            penalties = non_landmark_penalties(
+                train.vectors, non_landmarks, config.non_landmark_top_n, backend=config.knn_backend
+            )
 
     def recognise(vectors):
         return predict_recognition(
@@ -137,8 +139,7 @@ def run_inference(config, task: str, out_path: str, *, log=print) -> dict:
             train_landmarks,
             k=config.knn_k,
             backend=config.knn_backend,
-            non_landmarks=non_landmarks,
-            non_landmark_top_n=config.non_landmark_top_n,
+            penalties=penalties,
             threshold=config.recognition_threshold,
         )
 
@@ -163,6 +164,23 @@ def run_inference(config, task: str, out_path: str, *, log=print) -> dict:
         write_retrieval_submission(out_path, test.ids, index.ids[ranked], index_ids=index.ids)
     log(f"wrote {out_path} ({len(test)} queries)")
     return {"task": task, "queries": len(test), "out": out_path, "embeddings": cache}
+
+
+def _check_inference_config(config) -> None:
+    """ConfigError naming the key for settings that would fail only later."""
+    if config.knn_backend not in BACKENDS:
+        raise ConfigError(
+            f"knn_backend must be one of {', '.join(BACKENDS)}, got {config.knn_backend!r}"
+        )
+    if config.embed_dtype not in ("float32", "float16"):
+        raise ConfigError(f"embed_dtype must be float32 or float16, got {config.embed_dtype!r}")
+    if config.knn_k < 1 or config.non_landmark_top_n < 1 or config.query_expansion_k < 0:
+        raise ConfigError(
+            "knn_k and non_landmark_top_n must be >= 1 and query_expansion_k >= 0, got "
+            f"{config.knn_k}, {config.non_landmark_top_n}, {config.query_expansion_k}"
+        )
+    if not config.tta_scales or any(scale <= 0 for scale in config.tta_scales):
+        raise ConfigError(f"tta_scales must be positive numbers, got {config.tta_scales}")
 
 
 def load_embed_model(config):
