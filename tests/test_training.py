@@ -283,3 +283,30 @@ def test_next_stage_starts_from_the_previous_runs_weights_at_another_size(traine
     after = keras.saving.load_model(run_dir / "embed_model.keras")
     for a, b in zip(before.trainable_weights, after.trainable_weights, strict=True):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-6)
+
+
+# --- presets --------------------------------------------------------------------------------
+
+PRESETS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", PRESETS, ids=[p.name for p in PRESETS])
+def test_presets_are_small_and_valid(path):
+    from landmarks.models import BACKBONES, resolve_weights
+
+    values = yaml.safe_load(path.read_text())
+    defaults = Config().to_dict()
+    assert [k for k in values if values[k] == defaults[k]] == [], "repeats a default"
+    config = Config.load(str(path))
+    assert config.backbone in BACKBONES
+    assert config.image_size % 32 == 0
+    resolve_weights(config)  # a known weights option for that backbone
+
+
+@pytest.mark.parametrize(
+    "path", [p for p in PRESETS if p.name.startswith("tpu_")], ids=lambda p: p.name
+)
+def test_every_tpu_preset_number_names_its_source(path):
+    for line in path.read_text().splitlines():
+        if line and not line.startswith(("#", " ")):
+            assert "[R]" in line or "[own]" in line, line
