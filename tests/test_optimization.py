@@ -157,3 +157,31 @@ def test_label_smoothing_uses_smoothed_one_hot_targets():
     assert float(got) == pytest.approx(expected, rel=1e-5)
     with pytest.raises(ConfigError, match="label_smoothing"):
         ArcFaceCrossEntropy(label_smoothing=1.0)
+
+
+@pytest.mark.parametrize("policy", ["mixed_float16", "mixed_bfloat16"])
+def test_multiplier_holds_under_mixed_precision_and_loss_scaling(policy):
+    """GPU/TPU policies: under mixed_float16 Keras wraps the optimizer in LossScaleOptimizer."""
+    keras.mixed_precision.set_global_policy(policy)
+    try:
+        model, backbone, head = _tiny_model()
+        optimizer = make_optimizer(
+            "adamw", 0.01, weight_decay=0.1, clip_norm=1.0,
+            backbone_variables=backbone.trainable_variables, backbone_lr_multiplier=0.0,
+        )  # fmt: skip
+        x, y = _data()
+        model.compile(optimizer=optimizer, loss=ArcFaceCrossEntropy())
+        frozen = [v.numpy().copy() for v in backbone.trainable_variables]
+        moving = [v.numpy().copy() for v in head.trainable_variables]
+        model.fit(x, y, batch_size=4, epochs=1, verbose=0)
+        if policy == "mixed_float16":
+            assert isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer)
+        for variable, before in zip(backbone.trainable_variables, frozen, strict=True):
+            np.testing.assert_array_equal(variable.numpy(), before)
+        assert any(
+            np.abs(v.numpy() - b).max() > 0
+            for v, b in zip(head.trainable_variables, moving, strict=True)
+        )
+        assert int(optimizer.iterations.numpy()) == 2
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
