@@ -49,14 +49,6 @@ class TrainingPlan:
     warmup_steps: int
 
 
-def _backbone_names() -> list[str] | None:
-    try:
-        from landmarks.models import BACKBONES
-    except ImportError:  # the model module is not there: nothing to check against
-        return None
-    return sorted(BACKBONES)
-
-
 def count_examples(records_dir: str, split: str, files: list) -> int:
     """Records of `split`: from manifest.json when it says, else by reading the shards once."""
     counted = _manifest_count(records_dir, split)
@@ -87,9 +79,11 @@ def check_config(config: Config, replicas: int = 1) -> TrainingPlan:
     divisible by `replicas`); epochs, validation settings; training records present (names the
     folder and shard pattern); label map present, labels in [0, num_classes).
     """
-    backbones = _backbone_names()
-    if backbones is not None and config.backbone not in backbones:
-        raise ConfigError(f"backbone: unknown {config.backbone!r}; known: {', '.join(backbones)}")
+    from landmarks.models import BACKBONES
+
+    if config.backbone not in BACKBONES:
+        known = ", ".join(sorted(BACKBONES))
+        raise ConfigError(f"backbone: unknown {config.backbone!r}; known: {known}")
     if config.image_size <= 0 or config.image_size % 32:
         raise ConfigError(
             f"image_size: {config.image_size} is not a positive multiple of 32 "
@@ -320,7 +314,7 @@ def train(config: Config, *, verbose: int = 2) -> str:
             config.image_size,
             plan.global_batch,
             augment=config.augment,
-            seed=config.seed,
+            seed=config.seed + start_epoch,  # a resumed run does not replay epoch 1's batches
             shuffle_buffer=config.shuffle_buffer,
             repeat=True,
         )
