@@ -146,7 +146,10 @@ def write_records(
         source: where the table came from, recorded in the manifest.
         num_shards: shards of the main part; None = one per EXAMPLES_PER_SHARD images.
             The holdout gets a proportional number (at least one).
-        workers: worker processes (one shard per job).
+        workers: worker processes (one shard per job), forked from a multiprocessing
+            forkserver that imported TensorFlow once. As with any multiprocessing, a script
+            calling this with workers > 1 needs an `if __name__ == "__main__":` guard
+            (notebooks and `python -m landmarks prepare` need nothing).
         image_size: longest side in pixels of stored images (aspect kept, never enlarged);
             None = keep every image's size. Images already small enough, upright RGB JPEGs
             are copied byte for byte (see landmarks.data.images).
