@@ -104,7 +104,8 @@ def main() -> None:
         shutil.rmtree(work, ignore_errors=True)
 
     print(
-        f"images: {n} ({len(base)} mini-landmarks train images x {args.repeat}), cpus: {os.cpu_count()}"
+        f"images: {n} ({len(base)} mini-landmarks train images x {args.repeat}), cpus: {os.cpu_count()}, "
+        f"load: {os.getloadavg()[0]:.1f}"
     )
     for name, rate in rates.items():
         print(f"{name:>10}: {rate:8.1f} images/s")
