@@ -5,8 +5,9 @@ Methods (each in its own subprocess, so its peak memory is its own):
   faiss  faiss.IndexFlatIP (the reference of the goal: tf time <= 1.0 x faiss time)
   numpy  landmarks.knn backend "numpy" (chunked matmul + argpartition)
 
-Data: random normal vectors, L2-normalised, float32, fixed seed. Time: best of `--repeats` runs
-of the search alone (after one small warm-up call that traces the TF function). Memory: peak
+Data: random normal vectors, L2-normalised, float32, fixed seed. Time: the search alone (after
+one small warm-up call that traces the TF function), best of `--repeats` rounds that interleave
+the methods. Memory: peak
 resident set size of the process (ru_maxrss) and the part of it added by the search (peak minus
 the resident size just before the search). Results are checked equal across methods.
 Last printed line: JSON of the ratios (time and added memory of each method over faiss).
@@ -92,33 +93,23 @@ def main() -> None:
         f"exact top-{args.k}: {args.queries} queries x {args.index} x {args.dim} float32, "
         f"cpu cores {os.cpu_count()}, tf chunks {args.chunk_size} x {args.index_chunk_size}"
     )
-    results = {}
+    # Rounds interleave the methods (tf, faiss, numpy, tf, ...) so that a shared, changing CPU
+    # load falls on all of them alike; each method keeps its fastest round.
+    runs: dict[str, list[dict]] = {method: [] for method in METHODS}
     with tempfile.TemporaryDirectory() as folder:
-        for method in METHODS:
-            out = os.path.join(folder, f"{method}.npz")
-            command = [sys.executable, __file__, "--method", method, "--out", out]
-            for name in (
-                "queries",
-                "index",
-                "dim",
-                "k",
-                "repeats",
-                "chunk_size",
-                "index_chunk_size",
-            ):
-                command += [f"--{name.replace('_', '-')}", str(getattr(args, name))]
-            done = subprocess.run(command, capture_output=True, text=True, env=_child_env())
-            if done.returncode != 0:
-                sys.exit(f"{method} failed:\n{done.stderr[-3000:]}")
-            results[method] = json.loads(done.stdout.strip().splitlines()[-1])
-            with np.load(out) as saved:
-                results[method]["values"] = saved["values"]
-                results[method]["indices"] = saved["indices"]
-            r = results[method]
-            print(
-                f"{method:6s} {r['seconds']:8.2f} s (runs {', '.join(f'{t:.2f}' for t in r['all_seconds'])})"
-                f"  peak RSS {r['peak_rss_mib']:7.0f} MiB  added by search {r['search_added_mib']:6.0f} MiB"
-            )
+        for _ in range(args.repeats):
+            for method in METHODS:
+                runs[method].append(_run_method(method, args, folder))
+    results = {method: min(runs[method], key=lambda run: run["seconds"]) for method in METHODS}
+    for method in METHODS:
+        results[method]["all_seconds"] = [run["seconds"] for run in runs[method]]
+    for method in METHODS:
+        r = results[method]
+        runs = ", ".join(f"{t:.2f}" for t in r["all_seconds"])
+        print(
+            f"{method:6s} {r['seconds']:8.2f} s (rounds {runs})  peak RSS "
+            f"{r['peak_rss_mib']:7.0f} MiB  added by search {r['search_added_mib']:6.0f} MiB"
+        )
     reference = results["faiss"]
     for method in ("tf", "numpy"):
         same = float(np.mean(results[method]["indices"] == reference["indices"]))
@@ -143,6 +134,21 @@ def main() -> None:
     )
     ratios["goal_tf_time_le_1x_faiss"] = ratios["tf_time_over_faiss"] <= 1.0
     print(json.dumps(ratios))
+
+
+def _run_method(method: str, args, folder: str) -> dict:
+    """One timed search of `method` in a fresh subprocess: its measurements and results."""
+    out = os.path.join(folder, f"{method}.npz")
+    command = [sys.executable, __file__, "--method", method, "--out", out, "--repeats", "1"]
+    for name in ("queries", "index", "dim", "k", "chunk_size", "index_chunk_size"):
+        command += [f"--{name.replace('_', '-')}", str(getattr(args, name))]
+    done = subprocess.run(command, capture_output=True, text=True, env=_child_env())
+    if done.returncode != 0:
+        sys.exit(f"{method} failed:\n{done.stderr[-3000:]}")
+    run = json.loads(done.stdout.strip().splitlines()[-1])
+    with np.load(out) as saved:
+        run["values"], run["indices"] = saved["values"], saved["indices"]
+    return run
 
 
 def _child_env() -> dict:

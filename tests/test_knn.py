@@ -30,9 +30,7 @@ INDEX = _unit(50, 16, seed=2)
 @pytest.mark.parametrize("k", [1, 5, 50])
 def test_matches_brute_force_across_chunk_boundaries(backend, k):
     # 23 queries in chunks of 7 and 50 index rows in chunks of 13: every chunk edge is uneven.
-    values, indices = knn(
-        QUERIES, INDEX, k, backend=backend, chunk_size=7, index_chunk_size=13
-    )
+    values, indices = knn(QUERIES, INDEX, k, backend=backend, chunk_size=7, index_chunk_size=13)
     expected_values, expected_indices = _brute_force(QUERIES, INDEX, k)
     assert values.dtype == np.float32 and indices.dtype == np.int64
     assert values.shape == indices.shape == (23, k)
@@ -44,7 +42,9 @@ def test_matches_brute_force_across_chunk_boundaries(backend, k):
 def test_default_chunks_and_float16_input(backend):
     values, indices = knn(QUERIES.astype(np.float16), INDEX.astype(np.float16), 3, backend=backend)
     expected_values, expected_indices = _brute_force(
-        QUERIES.astype(np.float16).astype(np.float32), INDEX.astype(np.float16).astype(np.float32), 3
+        QUERIES.astype(np.float16).astype(np.float32),
+        INDEX.astype(np.float16).astype(np.float32),
+        3,
     )
     np.testing.assert_array_equal(indices, expected_indices)
     np.testing.assert_allclose(values, expected_values, atol=1e-5)
