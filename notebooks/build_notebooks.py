@@ -103,8 +103,9 @@ print(len(list_shards(OUT_DIR, "train")), "training shards")
 read_label_map(OUT_DIR)["count"].describe()"""),
     new_markdown_cell("""\
 ## Publish as a Kaggle dataset
-Needs Kaggle credentials (on Kaggle: *Add-ons → Secrets* is not enough, the `kaggle` tool
-reads `~/.kaggle/kaggle.json` or `KAGGLE_USERNAME`/`KAGGLE_KEY`). A first run creates the
+Needs Kaggle credentials, as the `kaggle` tool finds them: `~/.kaggle/kaggle.json`,
+`KAGGLE_USERNAME` + `KAGGLE_KEY`, `KAGGLE_API_TOKEN`, or the token a Kaggle notebook provides.
+Without any, this cell stops with one line saying where to put them. A first run creates the
 dataset (private), later runs add a new version."""),
     new_code_cell("""\
 from landmarks import kaggle_io
