@@ -25,25 +25,9 @@ STEPS = 4  # optimizer steps per epoch in the training runs below
 
 
 @pytest.fixture(scope="module")
-def records(request, mini_landmarks, tmp_path_factory) -> Path:
-    """mini-landmarks train records (64 px, holdout 0.2, 2 shards): the shared `mini_records`
-    fixture when the suite has it, else written here once."""
-    try:
-        return Path(request.getfixturevalue("mini_records"))
-    except pytest.FixtureLookupError:
-        from landmarks.data.tfrecords import prepare
-
-        out = tmp_path_factory.mktemp("records")
-        prepare(
-            str(mini_landmarks),
-            "train",
-            str(out),
-            num_shards=2,
-            image_size=64,
-            holdout=0.2,
-            progress=False,
-        )
-        return out
+def records(mini_records) -> Path:
+    """mini-landmarks train records: 64 px, holdout 0.2, 2 shards (shared session fixture)."""
+    return Path(mini_records)
 
 
 def tiny(records: Path, out: Path, **changes) -> Config:
