@@ -139,73 +139,6 @@ def _run_kaggle(args) -> int:
 _REGISTRARS.append(_register_kaggle)
 
 
-def _register_infer(subparsers) -> None:
-    """`infer --config F --task recognition|retrieval --out S.csv`: embeddings, kNN, submission."""
-    parser = subparsers.add_parser(
-        "infer", help="embed train/test/index with a trained model and write a validated submission"
-    )
-    parser.add_argument("--config", required=True, help="run config (YAML or JSON)")
-    parser.add_argument("--task", required=True, choices=("recognition", "retrieval"))
-    parser.add_argument("--out", required=True, help="submission CSV to write (atomically)")
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a config key (repeatable), e.g. --set knn_backend=faiss",
-    )
-    parser.set_defaults(handler=_run_infer)
-
-
-def _run_infer(args) -> int:
-    from landmarks.config import Config
-    from landmarks.inference import run_inference
-
-    config = Config.load(args.config, args.overrides)
-    run_inference(config, args.task, args.out)
-    return 0
-
-
-_REGISTRARS.append(_register_infer)
-
-
-def _register_evaluate(subparsers) -> None:
-    """`evaluate --task ... --submission S.csv --solution SOL.csv [--usage U] [--json]`."""
-    parser = subparsers.add_parser(
-        "evaluate", help="score a submission: GAP (recognition) or mAP@100 (retrieval)"
-    )
-    parser.add_argument("--task", required=True, choices=("recognition", "retrieval"))
-    parser.add_argument("--submission", required=True, help="id,landmarks or id,images CSV")
-    parser.add_argument("--solution", required=True, help="id,landmarks,Usage or id,images,Usage")
-    parser.add_argument(
-        "--usage",
-        choices=("public", "private", "all"),
-        default="all",
-        help="solution rows to score (Ignored rows never count; default all)",
-    )
-    parser.add_argument(
-        "--json", action="store_true", help="print the scores as one JSON object on the last line"
-    )
-    parser.set_defaults(handler=_run_evaluate)
-
-
-def _run_evaluate(args) -> int:
-    import json
-
-    from landmarks.evaluation import evaluate_files
-
-    scores = evaluate_files(args.task, args.submission, args.solution, usage=args.usage)
-    for key, value in scores.items():
-        print(f"{key}: {value:.6f}" if isinstance(value, float) else f"{key}: {value}")
-    if args.json:
-        print(json.dumps(scores))
-    return 0
-
-
-_REGISTRARS.append(_register_evaluate)
-
-
 def _register_demo_data(subparsers) -> None:
     """`demo-data --out DIR`: build the mini-landmarks data set from real photographs."""
     parser = subparsers.add_parser(
@@ -402,6 +335,73 @@ def _run_train(args) -> int:
 
 
 _REGISTRARS.append(_register_train)
+
+
+def _register_infer(subparsers) -> None:
+    """`infer --config F --task recognition|retrieval --out S.csv`: embeddings, kNN, submission."""
+    parser = subparsers.add_parser(
+        "infer", help="embed train/test/index with a trained model and write a validated submission"
+    )
+    parser.add_argument("--config", required=True, help="run config (YAML or JSON)")
+    parser.add_argument("--task", required=True, choices=("recognition", "retrieval"))
+    parser.add_argument("--out", required=True, help="submission CSV to write (atomically)")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config key (repeatable), e.g. --set knn_backend=faiss",
+    )
+    parser.set_defaults(handler=_run_infer)
+
+
+def _run_infer(args) -> int:
+    from landmarks.config import Config
+    from landmarks.inference import run_inference
+
+    config = Config.load(args.config, args.overrides)
+    run_inference(config, args.task, args.out)
+    return 0
+
+
+_REGISTRARS.append(_register_infer)
+
+
+def _register_evaluate(subparsers) -> None:
+    """`evaluate --task ... --submission S.csv --solution SOL.csv [--usage U] [--json]`."""
+    parser = subparsers.add_parser(
+        "evaluate", help="score a submission: GAP (recognition) or mAP@100 (retrieval)"
+    )
+    parser.add_argument("--task", required=True, choices=("recognition", "retrieval"))
+    parser.add_argument("--submission", required=True, help="id,landmarks or id,images CSV")
+    parser.add_argument("--solution", required=True, help="id,landmarks,Usage or id,images,Usage")
+    parser.add_argument(
+        "--usage",
+        choices=("public", "private", "all"),
+        default="all",
+        help="solution rows to score (Ignored rows never count; default all)",
+    )
+    parser.add_argument(
+        "--json", action="store_true", help="print the scores as one JSON object on the last line"
+    )
+    parser.set_defaults(handler=_run_evaluate)
+
+
+def _run_evaluate(args) -> int:
+    import json
+
+    from landmarks.evaluation import evaluate_files
+
+    scores = evaluate_files(args.task, args.submission, args.solution, usage=args.usage)
+    for key, value in scores.items():
+        print(f"{key}: {value:.6f}" if isinstance(value, float) else f"{key}: {value}")
+    if args.json:
+        print(json.dumps(scores))
+    return 0
+
+
+_REGISTRARS.append(_register_evaluate)
 
 
 def _register_demo(subparsers) -> None:
