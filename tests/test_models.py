@@ -61,7 +61,7 @@ def test_efficientnet_b0_runs_at_two_sizes(b0_models, size):
     _check_embed_and_logits(*b0_models, size)
 
 
-def test_backbone_taps_are_the_last_layers_at_strides_16_and_32(b0_models):
+def test_backbone_taps_are_the_stage_outputs(b0_models):
     train_model, _ = b0_models
     backbone = train_model.get_layer("backbone")
     features = backbone(images(64))
@@ -74,10 +74,17 @@ def test_backbone_taps_are_the_last_layers_at_strides_16_and_32(b0_models):
     network = keras.applications.EfficientNetB0(
         include_top=False, weights=None, input_shape=(None, None, 3)
     )
-    # Hand-checked in the EfficientNet graph: block6a expands at stride 16 before its strided
-    # depthwise conv; top_activation is the final map.
+    # Hand-checked in the EfficientNet-B0 graph: stage 5 (blocks 5a-5c, 112 channels) ends the
+    # stride-16 maps with the residual add of block 5c; block6a then expands to 672 channels at
+    # stride 16 before its strided depthwise conv. top_activation (1280) is the final map.
     taps = find_stride_taps(network)
-    assert taps[16] == "block6a_expand_activation" and taps[32] == "top_activation"
+    assert taps == {
+        4: "block2b_add",
+        8: "block3b_add",
+        16: "block5c_add",
+        32: "top_activation",
+    }
+    assert network.get_layer(taps[16]).output.shape[-1] == 112
 
 
 def test_dynamic_margins_reach_the_classifier(b0_models):
