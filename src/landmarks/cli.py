@@ -26,6 +26,23 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 _REGISTRARS: list = []
 
 
+def _add_config_arguments(parser: argparse.ArgumentParser, config_help: str, example: str) -> None:
+    """`--config FILE` (required) and repeatable `--set KEY=VALUE` overrides (into args.overrides)."""
+    parser.add_argument("--config", required=True, help=config_help)
+    _add_override_argument(parser, example)
+
+
+def _add_override_argument(parser: argparse.ArgumentParser, example: str) -> None:
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help=f"override a config key (repeatable), e.g. {example}",
+    )
+
+
 def _register_kaggle(subparsers) -> None:
     """`kaggle download|publish|wheelhouse|submit`: move data, models and wheels to and from Kaggle."""
     parser = subparsers.add_parser(
@@ -311,16 +328,10 @@ def _register_train(subparsers) -> None:
         help="train EfficientNet-DOLG + sub-center ArcFace on TFRecords (TPU/GPU/CPU); "
         "resumes the run folder's latest checkpoint",
     )
-    parser.add_argument(
-        "--config", required=True, help="run config (YAML or JSON), e.g. configs/demo.yaml"
-    )
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a config key (repeatable), e.g. --set epochs=3 --set image_size=128",
+    _add_config_arguments(
+        parser,
+        "run config (YAML or JSON), e.g. configs/demo.yaml",
+        "--set epochs=3 --set image_size=128",
     )
     parser.set_defaults(handler=_run_train)
 
@@ -342,17 +353,9 @@ def _register_infer(subparsers) -> None:
     parser = subparsers.add_parser(
         "infer", help="embed train/test/index with a trained model and write a validated submission"
     )
-    parser.add_argument("--config", required=True, help="run config (YAML or JSON)")
+    _add_config_arguments(parser, "run config (YAML or JSON)", "--set knn_backend=faiss")
     parser.add_argument("--task", required=True, choices=("recognition", "retrieval"))
     parser.add_argument("--out", required=True, help="submission CSV to write (atomically)")
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a config key (repeatable), e.g. --set knn_backend=faiss",
-    )
     parser.set_defaults(handler=_run_infer)
 
 
@@ -415,9 +418,7 @@ def _register_demo(subparsers) -> None:
         "--data-dir", default="input/mini-landmarks", help="mini-landmarks (built when missing)"
     )
     parser.add_argument("--config", default="configs/demo.yaml", help="training preset")
-    parser.add_argument(
-        "--set", action="append", default=[], metavar="KEY=VALUE", help="config override"
-    )
+    _add_override_argument(parser, "--set epochs=2")
     parser.add_argument("--workers", type=int, default=2, help="TFRecord writer processes")
     parser.set_defaults(handler=_run_demo)
 
@@ -429,7 +430,7 @@ def _run_demo(args) -> int:
         args.out,
         data_dir=args.data_dir,
         config_path=args.config,
-        overrides=args.set,
+        overrides=args.overrides,
         workers=args.workers,
     )
     return 0
