@@ -237,3 +237,58 @@ def test_head_with_auxiliary_embeddings_trains_one_classifier_each(monkeypatch):
     assert sorted(logits) == ["embedding", "stage16"]
     assert all(tuple(v.shape) == (2, 5) for v in logits.values())
     assert tuple(embed_model(images(64)).shape) == (2, 32)
+
+
+class NormedConv(keras.layers.Layer):
+    """A custom layer holding its BatchNorm as an attribute (as the Conformer blocks do)."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.conv = keras.layers.Conv2D(8, 3, strides=4, padding="same", name="down")
+        self.norm = keras.layers.BatchNormalization(name="inner_bn")
+
+    def call(self, inputs, training=None):
+        return self.norm(self.conv(inputs), training=training)
+
+
+def normed_backbone(config):
+    """Tiny backbone with a BatchNorm at the top level and one inside a custom layer."""
+    image = keras.Input((None, None, 3))
+    x = keras.layers.Conv2D(4, 3, strides=4, padding="same", name="stem")(image)
+    x = keras.layers.BatchNormalization(name="stem_bn")(x)
+    x = NormedConv(name="block")(x)
+    x = keras.layers.Conv2D(8, 1, strides=2, name="top")(x)
+    network = keras.Model(image, x, name="normed")
+    return feature_taps(network, [keras.layers.Rescaling(1 / 255.0, name="scale")])
+
+
+@pytest.mark.parametrize("freeze", [False, True])
+def test_freeze_batchnorm_fixes_statistics_but_trains_the_rest(monkeypatch, freeze):
+    monkeypatch.setitem(BACKBONES, "normed", normed_backbone)
+    train_model, _ = build_model(
+        small_config(backbone="normed", head="gem", freeze_batchnorm=freeze)
+    )
+    backbone = train_model.get_layer("backbone")
+    norms = [
+        layer
+        for layer in backbone._flatten_layers(include_self=False, recursive=True)
+        if isinstance(layer, keras.layers.BatchNormalization)
+    ]
+    assert sorted(n.name for n in norms) == ["inner_bn", "stem_bn"]
+    before = {n.name: [w.numpy().copy() for w in n.weights] for n in norms}
+    stem_kernel = train_model.get_layer("backbone").get_layer("normed_taps").get_layer("stem")
+    kernel_before = stem_kernel.kernel.numpy().copy()
+    train_model.compile(
+        optimizer=keras.optimizers.SGD(0.1),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
+    batch = {"image": images(64, batch=4), "label": np.array([0, 1, 2, 3], "int32")}
+    train_model.train_on_batch(batch, batch["label"])
+    changed = {
+        n.name: any(
+            not np.array_equal(a, w.numpy()) for a, w in zip(before[n.name], n.weights, strict=True)
+        )
+        for n in norms
+    }
+    assert changed == {"inner_bn": not freeze, "stem_bn": not freeze}
+    assert not np.array_equal(kernel_before, stem_kernel.kernel.numpy())

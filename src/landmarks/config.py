@@ -44,6 +44,7 @@ class Config:
     dilations: list[int] = field(default_factory=lambda: [6, 12, 18])  # MultiAtrous rates
     gem_p: float = 3.0  # initial GeM exponent (trainable)
     dropout: float = 0.0  # before the embedding neck
+    freeze_batchnorm: bool = False  # backbone BatchNorms in inference mode, statistics/scale fixed
     num_classes: int = 0  # 0 = read from the label map beside the records
     arcface_k: int = 3  # sub-centres per class
     arcface_scale: float = 30.0
@@ -87,8 +88,12 @@ class Config:
     embed_dtype: str = "float32"  # or "float16" for saved embeddings
     non_landmark_penalty: bool = True  # 2020/2021 winners' non-landmark penalty
     non_landmark_top_n: int = 5
-    non_landmark_dir: str = ""  # folder of .jpg photos without landmarks (penalty set); "" = no penalty
-    recognition_threshold: float | None = None  # confidence below it -> empty prediction; None = off
+    non_landmark_dir: str = (
+        ""  # folder of .jpg photos without landmarks (penalty set); "" = no penalty
+    )
+    recognition_threshold: float | None = (
+        None  # confidence below it -> empty prediction; None = off
+    )
     query_expansion_alpha: float = 0.0  # 0 = off; alpha-QE / DBA exponent
     query_expansion_k: int = 2
     label_rerank: bool = False  # 2021 winner's retrieval re-ranking through train labels
@@ -118,7 +123,9 @@ class Config:
         except yaml.YAMLError as error:
             raise ConfigError(f"{path}: not valid YAML: {error}") from error
         if not isinstance(values, dict):
-            raise ConfigError(f"{path}: expected a mapping of key: value, got {type(values).__name__}")
+            raise ConfigError(
+                f"{path}: expected a mapping of key: value, got {type(values).__name__}"
+            )
         config = cls.from_dict(values, source=path)
         config.apply_overrides(overrides)
         return config

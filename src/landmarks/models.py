@@ -113,6 +113,8 @@ def build_model(config: Config, class_counts: Sequence[int] | None = None):
     backbone = BACKBONES[config.backbone](config)
     if config.head in BACKBONE_ADAPTERS:
         backbone = BACKBONE_ADAPTERS[config.head](config, backbone)
+    if config.freeze_batchnorm:
+        freeze_batchnorm(backbone)
     features = backbone(image)
     head = HEADS[config.head](config, features)
     if not isinstance(head, HeadOutput):
@@ -142,6 +144,24 @@ def build_model(config: Config, class_counts: Sequence[int] | None = None):
         logits = outputs
     train_model = keras.Model({"image": image, "label": label}, logits, name="train_model")
     return train_model, embed_model
+
+
+def freeze_batchnorm(model: keras.Model) -> int:
+    """Make every BatchNormalization inside `model` (nested layers too) non-trainable.
+
+    Keras runs a non-trainable BatchNormalization in inference mode: it normalises with its
+    moving statistics, never updates them, and its scale/offset stay fixed. The usual choice
+    when fine-tuning with small per-replica batches, and for training a randomly initialised
+    backbone briefly (the demo): its moving statistics would otherwise lag far behind the batch
+    statistics it trains with. Returns how many layers were frozen.
+    """
+    frozen = 0
+    # _flatten_layers reaches the BatchNorms that custom layers hold as attributes too.
+    for layer in model._flatten_layers(include_self=False, recursive=True):
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.trainable = False
+            frozen += 1
+    return frozen
 
 
 def validate_model_config(config: Config) -> None:
