@@ -14,7 +14,9 @@ def test_help_lists_commands_without_importing_tensorflow():
         "import sys, landmarks.cli as c; c.build_parser().format_help(); "
         "print('tensorflow' in sys.modules, 'keras' in sys.modules)"
     )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
     assert result.stdout.split() == ["False", "False"]
 
 
