@@ -146,12 +146,13 @@ def _untrained_config(trained: Config, folder: Path) -> Config:
 def _infer_and_score(config: Config, out: Path, log) -> dict:
     """Recognition and retrieval submissions in `out`, scored against the demo's solutions."""
     from landmarks.evaluation import evaluate_files
-    from landmarks.inference import run_inference
+    from landmarks.inference import run_inference_tasks
 
     recognition = out / "submission.csv"
     retrieval = out / "retrieval_submission.csv"
-    run_inference(config, "recognition", str(recognition), log=log)
-    run_inference(config, "retrieval", str(retrieval), log=log)
+    run_inference_tasks(
+        config, {"recognition": str(recognition), "retrieval": str(retrieval)}, log=log
+    )
     data = Path(config.data_dir)
     return {
         "gap": evaluate_files(

@@ -101,10 +101,17 @@ def run_inference(config, task: str, out_path: str, *, log=print) -> dict:
     config.records_dir when present, else from the image folders in config.data_dir.
     Returns a summary dict (task, queries, out, embeddings folder).
     """
+    return run_inference_tasks(config, {task: out_path}, log=log)[task]
+
+
+def run_inference_tasks(config, outputs: dict[str, str], *, log=print) -> dict[str, dict]:
+    """`run_inference` for several tasks ({"recognition": path, "retrieval": path}) with one
+    model load, each split embedded once. Returns {task: summary}."""
     from landmarks.submission import write_recognition_submission, write_retrieval_submission
 
-    if task not in ("recognition", "retrieval"):
-        raise ConfigError(f"task must be recognition or retrieval, got {task!r}")
+    for task in outputs:
+        if task not in ("recognition", "retrieval"):
+            raise ConfigError(f"task must be recognition or retrieval, got {task!r}")
     _check_inference_config(config)
     model = load_embed_model(config)
     cache = os.path.join(config.run_dir, "embeddings")
@@ -121,7 +128,7 @@ def run_inference(config, task: str, out_path: str, *, log=print) -> dict:
         return embedded[split]
 
     test = get("test")
-    needs_train = task == "recognition" or config.label_rerank
+    needs_train = "recognition" in outputs or config.label_rerank
     train = train_landmarks = penalties = None
     if needs_train:
         train = get("train")
@@ -143,27 +150,30 @@ def run_inference(config, task: str, out_path: str, *, log=print) -> dict:
             threshold=config.recognition_threshold,
         )
 
-    if task == "recognition":
-        landmarks, confidences = recognise(test.vectors)
-        write_recognition_submission(out_path, test.ids, landmarks, confidences)
-    else:
-        index = get("index")
-        query_landmarks = index_landmarks = None
-        if config.label_rerank:
-            query_landmarks, _ = recognise(test.vectors)
-            index_landmarks, _ = recognise(index.vectors)
-        ranked = predict_retrieval(
-            test.vectors,
-            index.vectors,
-            backend=config.knn_backend,
-            expansion_alpha=config.query_expansion_alpha,
-            expansion_k=config.query_expansion_k,
-            query_landmarks=query_landmarks,
-            index_landmarks=index_landmarks,
-        )
-        write_retrieval_submission(out_path, test.ids, index.ids[ranked], index_ids=index.ids)
-    log(f"wrote {out_path} ({len(test)} queries)")
-    return {"task": task, "queries": len(test), "out": out_path, "embeddings": cache}
+    summaries = {}
+    for task, out_path in outputs.items():
+        if task == "recognition":
+            landmarks, confidences = recognise(test.vectors)
+            write_recognition_submission(out_path, test.ids, landmarks, confidences)
+        else:
+            index = get("index")
+            query_landmarks = index_landmarks = None
+            if config.label_rerank:
+                query_landmarks, _ = recognise(test.vectors)
+                index_landmarks, _ = recognise(index.vectors)
+            ranked = predict_retrieval(
+                test.vectors,
+                index.vectors,
+                backend=config.knn_backend,
+                expansion_alpha=config.query_expansion_alpha,
+                expansion_k=config.query_expansion_k,
+                query_landmarks=query_landmarks,
+                index_landmarks=index_landmarks,
+            )
+            write_retrieval_submission(out_path, test.ids, index.ids[ranked], index_ids=index.ids)
+        log(f"wrote {out_path} ({len(test)} queries)")
+        summaries[task] = {"task": task, "queries": len(test), "out": out_path, "embeddings": cache}
+    return summaries
 
 
 def _check_inference_config(config) -> None:
