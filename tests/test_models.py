@@ -292,3 +292,28 @@ def test_freeze_batchnorm_fixes_statistics_but_trains_the_rest(monkeypatch, free
     }
     assert changed == {"inner_bn": not freeze, "stem_bn": not freeze}
     assert not np.array_equal(kernel_before, stem_kernel.kernel.numpy())
+
+
+def test_batchnorm_momentum_reaches_every_batchnorm(monkeypatch):
+    monkeypatch.setitem(BACKBONES, "normed", normed_backbone)
+    train_model, _ = build_model(small_config(backbone="normed", batchnorm_momentum=0.9))
+    norms = [
+        layer
+        for layer in train_model._flatten_layers(include_self=False, recursive=True)
+        if isinstance(layer, keras.layers.BatchNormalization)
+    ]
+    # stem_bn, inner_bn in the backbone and the DOLG spatial attention's BatchNorm in the head
+    assert len(norms) == 3 and all(n.momentum == 0.9 for n in norms)
+    taps = train_model.get_layer("backbone").get_layer("normed_taps")
+    x = images(64, batch=4)
+    stem = keras.Model(taps.inputs, taps.get_layer("stem").output)(x / 255.0)
+    batch_mean = keras.ops.convert_to_numpy(keras.ops.mean(stem, axis=(0, 1, 2)))
+    train_model.compile(
+        optimizer=keras.optimizers.SGD(0.1),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
+    labels = np.array([0, 1, 2, 3], "int32")
+    train_model.train_on_batch({"image": x, "label": labels}, labels)
+    # moving_mean starts at 0: after one step it is (1 - momentum) * the batch mean
+    moving_mean = taps.get_layer("stem_bn").moving_mean.numpy()
+    np.testing.assert_allclose(moving_mean, 0.1 * batch_mean, rtol=1e-4, atol=1e-6)

@@ -45,6 +45,9 @@ class Config:
     gem_p: float = 3.0  # initial GeM exponent (trainable)
     dropout: float = 0.0  # before the embedding neck
     freeze_batchnorm: bool = False  # backbone BatchNorms in inference mode, statistics/scale fixed
+    batchnorm_momentum: float | None = (
+        None  # every BatchNorm's moving-average momentum (None: 0.99)
+    )
     num_classes: int = 0  # 0 = read from the label map beside the records
     arcface_k: int = 3  # sub-centres per class
     arcface_scale: float = 30.0

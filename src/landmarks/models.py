@@ -143,7 +143,19 @@ def build_model(config: Config, class_counts: Sequence[int] | None = None):
             outputs[key] = classifier(f"arcface_{key}", unit(tensor))
         logits = outputs
     train_model = keras.Model({"image": image, "label": label}, logits, name="train_model")
+    if config.batchnorm_momentum is not None:
+        for layer in _batchnorms(train_model):
+            layer.momentum = config.batchnorm_momentum
     return train_model, embed_model
+
+
+def _batchnorms(model: keras.Model) -> list[keras.layers.BatchNormalization]:
+    """Every BatchNormalization inside `model`, nested models and custom layers' attributes too."""
+    return [
+        layer
+        for layer in model._flatten_layers(include_self=False, recursive=True)
+        if isinstance(layer, keras.layers.BatchNormalization)
+    ]
 
 
 def freeze_batchnorm(model: keras.Model) -> int:
@@ -155,13 +167,10 @@ def freeze_batchnorm(model: keras.Model) -> int:
     backbone briefly (the demo): its moving statistics would otherwise lag far behind the batch
     statistics it trains with. Returns how many layers were frozen.
     """
-    frozen = 0
-    # _flatten_layers reaches the BatchNorms that custom layers hold as attributes too.
-    for layer in model._flatten_layers(include_self=False, recursive=True):
-        if isinstance(layer, keras.layers.BatchNormalization):
-            layer.trainable = False
-            frozen += 1
-    return frozen
+    layers = _batchnorms(model)
+    for layer in layers:
+        layer.trainable = False
+    return len(layers)
 
 
 def validate_model_config(config: Config) -> None:
