@@ -5,9 +5,9 @@ most similar index rows of every query, most similar first.
 
 Back ends:
   "tf"          exact: chunked TensorFlow matmul + top_k. Extra memory is bounded by
-                query_chunk x index_chunk float32 similarities, one transposed index chunk, a
-                tensor copy of the queries and the running top-k, so a 761k-row index and 117k
-                queries never need a [Q, N] matrix. Runs wherever TensorFlow places it.
+                query_chunk x index_chunk float32 similarities (plus the running top-k and, on
+                a GPU/TPU, the index kept on the device), so a 761k-row index and 117k queries
+                never need a [Q, N] matrix. Runs wherever TensorFlow places it.
   "numpy"       exact: chunked numpy matmul + argpartition (the reference of the benchmark).
   "faiss"       exact: faiss.IndexFlatIP (CPU).
   "faiss-ivf"   approximate: faiss.IndexIVFFlat (inner product), `nlist` cells, `nprobe` probed.
@@ -95,10 +95,7 @@ _TF_STEP = None
 
 def _tf_step():
     """One traced function: top-k of a query chunk against one index chunk, merged with the
-    running top-k (running entries come from lower index rows, so ties keep the lower row).
-
-    The index chunk comes transposed, [D, n]: TF's CPU matmul is ~1.5x slower with
-    transpose_b=True than on a pre-transposed operand."""
+    running top-k (running entries come from lower index rows, so ties keep the lower row)."""
     global _TF_STEP
     if _TF_STEP is None:
         import tensorflow as tf
@@ -116,9 +113,9 @@ def _tf_step():
             ],
             reduce_retracing=True,
         )
-        def step(queries, index_chunk_t, best_values, best_indices, offset, k):
-            scores = tf.linalg.matmul(queries, index_chunk_t)
-            chunk_k = tf.minimum(k, tf.shape(index_chunk_t)[1])
+        def step(queries, index_chunk, best_values, best_indices, offset, k):
+            scores = tf.linalg.matmul(queries, index_chunk, transpose_b=True)
+            chunk_k = tf.minimum(k, tf.shape(index_chunk)[0])
             values, positions = tf.math.top_k(scores, k=chunk_k, sorted=True)
             indices = tf.cast(positions, tf.int64) + offset
             values = tf.concat([best_values, values], axis=1)
@@ -132,36 +129,36 @@ def _tf_step():
 
 
 def _knn_tf(queries, index, k, chunk_size, index_chunk_size):
-    """Index chunks in the outer loop: each is transposed and converted to a tensor once, then
-    every query chunk is scored against it, so the extra memory is one index chunk plus a
-    tensor copy of the queries (converting a whole 761k x 512 index would add about twice its
-    size). Query chunks keep their running top-k across index chunks."""
+    """On CPU each index chunk is converted to a tensor when it is used, so the extra memory is
+    bounded by the chunks (converting a whole 761k x 512 index would add about twice its size);
+    on a GPU/TPU the chunks are converted once and stay on the device."""
     import tensorflow as tf
 
     step = _tf_step()
     num_queries, num_index = queries.shape[0], index.shape[0]
-    query_starts = range(0, num_queries, chunk_size)
-    query_chunks = [tf.constant(queries[start : start + chunk_size]) for start in query_starts]
-    best = [
-        (
-            tf.zeros([int(chunk.shape[0]), 0], tf.float32),
-            tf.zeros([int(chunk.shape[0]), 0], tf.int64),
-        )
-        for chunk in query_chunks
-    ]
-    k_tensor = tf.constant(k, tf.int32)
-    for offset in range(0, num_index, index_chunk_size):
-        index_chunk_t = tf.constant(
-            np.ascontiguousarray(index[offset : offset + index_chunk_size].T)
-        )
-        offset_tensor = tf.constant(offset, tf.int64)
-        for number, chunk in enumerate(query_chunks):
-            best[number] = step(chunk, index_chunk_t, *best[number], offset_tensor, k_tensor)
+    starts = range(0, num_index, index_chunk_size)
+    resident = bool(tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("TPU"))
+    kept = [tf.constant(index[s : s + index_chunk_size]) for s in starts] if resident else None
     out_values = np.empty((num_queries, k), np.float32)
     out_indices = np.empty((num_queries, k), np.int64)
-    for start, (values, indices) in zip(query_starts, best, strict=True):
-        out_values[start : start + values.shape[0]] = values.numpy()
-        out_indices[start : start + values.shape[0]] = indices.numpy()
+    k_tensor = tf.constant(k, tf.int32)
+    for start in range(0, num_queries, chunk_size):
+        chunk = tf.constant(queries[start : start + chunk_size])
+        rows = int(chunk.shape[0])
+        best_values = tf.zeros([rows, 0], tf.float32)
+        best_indices = tf.zeros([rows, 0], tf.int64)
+        for number, offset in enumerate(starts):
+            index_chunk = kept[number] if resident else index[offset : offset + index_chunk_size]
+            best_values, best_indices = step(
+                chunk,
+                index_chunk,
+                best_values,
+                best_indices,
+                tf.constant(offset, tf.int64),
+                k_tensor,
+            )
+        out_values[start : start + rows] = best_values.numpy()
+        out_indices[start : start + rows] = best_indices.numpy()
     return out_values, out_indices
 
 
