@@ -34,7 +34,7 @@ test: data
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # The ratio benchmarks (each prints its ratios as JSON on its last line). bench/heads_gap.py
-# trains four demo models (about half an hour on 2 cores): `make bench-heads`.
+# trains four demo models at the demo budget (about an hour on 2 cores): `make bench-heads`.
 RATIO_BENCHES := bench/build.py bench/pipeline.py bench/model.py bench/train_optimizer.py bench/knn.py
 
 bench: data
