@@ -239,6 +239,15 @@ def test_head_with_auxiliary_embeddings_trains_one_classifier_each(monkeypatch):
     assert tuple(embed_model(images(64)).shape) == (2, 32)
 
 
+def batchnorm_layers(model):
+    """Every BatchNormalization inside `model`, custom layers' attributes included."""
+    return [
+        layer
+        for layer in model._flatten_layers(include_self=False, recursive=True)
+        if isinstance(layer, keras.layers.BatchNormalization)
+    ]
+
+
 class NormedConv(keras.layers.Layer):
     """A custom layer holding its BatchNorm as an attribute (as the Conformer blocks do)."""
 
@@ -269,11 +278,7 @@ def test_freeze_batchnorm_fixes_statistics_but_trains_the_rest(monkeypatch, free
         small_config(backbone="normed", head="gem", freeze_batchnorm=freeze)
     )
     backbone = train_model.get_layer("backbone")
-    norms = [
-        layer
-        for layer in backbone._flatten_layers(include_self=False, recursive=True)
-        if isinstance(layer, keras.layers.BatchNormalization)
-    ]
+    norms = batchnorm_layers(backbone)
     assert sorted(n.name for n in norms) == ["inner_bn", "stem_bn"]
     before = {n.name: [w.numpy().copy() for w in n.weights] for n in norms}
     stem_kernel = train_model.get_layer("backbone").get_layer("normed_taps").get_layer("stem")
@@ -297,11 +302,7 @@ def test_freeze_batchnorm_fixes_statistics_but_trains_the_rest(monkeypatch, free
 def test_batchnorm_momentum_reaches_every_batchnorm(monkeypatch):
     monkeypatch.setitem(BACKBONES, "normed", normed_backbone)
     train_model, _ = build_model(small_config(backbone="normed", batchnorm_momentum=0.9))
-    norms = [
-        layer
-        for layer in train_model._flatten_layers(include_self=False, recursive=True)
-        if isinstance(layer, keras.layers.BatchNormalization)
-    ]
+    norms = batchnorm_layers(train_model)
     # stem_bn, inner_bn in the backbone and the DOLG spatial attention's BatchNorm in the head
     assert len(norms) == 3 and all(n.momentum == 0.9 for n in norms)
     taps = train_model.get_layer("backbone").get_layer("normed_taps")
