@@ -5,8 +5,18 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from landmarks import knn_tf
 from landmarks.errors import DataError
 from landmarks.inference import knn
+
+# Each back end, and the "tf" back end in both of its precisions.
+SEARCHES = {
+    "tf-float32": {"backend": "tf", "precision": "float32"},
+    "tf-bfloat16": {"backend": "tf", "precision": "bfloat16"},
+    "numpy": {"backend": "numpy"},
+    "faiss": {"backend": "faiss"},
+}
+EXACT_CHUNKED = ["tf-float32", "tf-bfloat16", "numpy"]
 
 
 def _unit(rows: int, dim: int, seed: int) -> np.ndarray:
@@ -26,11 +36,12 @@ QUERIES = _unit(23, 16, seed=1)
 INDEX = _unit(50, 16, seed=2)
 
 
-@pytest.mark.parametrize("backend", ["tf", "numpy", "faiss"])
+@pytest.mark.parametrize("search", list(SEARCHES))
 @pytest.mark.parametrize("k", [1, 5, 50])
-def test_matches_brute_force_across_chunk_boundaries(backend, k):
-    # 23 queries in chunks of 7 and 50 index rows in chunks of 13: every chunk edge is uneven.
-    values, indices = knn(QUERIES, INDEX, k, backend=backend, chunk_size=7, index_chunk_size=13)
+def test_matches_brute_force_across_chunk_boundaries(search, k):
+    # 23 queries in chunks of 7 and 50 index rows in chunks of 13: every chunk edge is uneven,
+    # and 13 rows make groups of knn_tf.GROUP = 16 columns padded ones.
+    values, indices = knn(QUERIES, INDEX, k, chunk_size=7, index_chunk_size=13, **SEARCHES[search])
     expected_values, expected_indices = _brute_force(QUERIES, INDEX, k)
     assert values.dtype == np.float32 and indices.dtype == np.int64
     assert values.shape == indices.shape == (23, k)
@@ -38,9 +49,11 @@ def test_matches_brute_force_across_chunk_boundaries(backend, k):
     np.testing.assert_allclose(values, expected_values, atol=1e-5)
 
 
-@pytest.mark.parametrize("backend", ["tf", "numpy"])
-def test_default_chunks_and_float16_input(backend):
-    values, indices = knn(QUERIES.astype(np.float16), INDEX.astype(np.float16), 3, backend=backend)
+@pytest.mark.parametrize("search", EXACT_CHUNKED)
+def test_default_chunks_and_float16_input(search):
+    values, indices = knn(
+        QUERIES.astype(np.float16), INDEX.astype(np.float16), 3, **SEARCHES[search]
+    )
     expected_values, expected_indices = _brute_force(
         QUERIES.astype(np.float16).astype(np.float32),
         INDEX.astype(np.float16).astype(np.float32),
@@ -50,15 +63,98 @@ def test_default_chunks_and_float16_input(backend):
     np.testing.assert_allclose(values, expected_values, atol=1e-5)
 
 
-@pytest.mark.parametrize("backend", ["tf", "numpy"])
-def test_ties_go_to_the_lower_row_even_across_index_chunks(backend):
+@pytest.mark.parametrize("search", EXACT_CHUNKED)
+def test_ties_go_to_the_lower_row_even_across_index_chunks(search):
     # Rows 1, 4 and 9 are the same vector; with index chunks of 3 they sit in chunks 0, 1, 3.
     index = _unit(10, 4, seed=3)
     index[4] = index[1]
     index[9] = index[1]
     query = index[1:2].copy()
-    _, indices = knn(query, index, 3, backend=backend, index_chunk_size=3)
+    _, indices = knn(query, index, 3, index_chunk_size=3, **SEARCHES[search])
     np.testing.assert_array_equal(indices, [[1, 4, 9]])
+
+
+@pytest.mark.parametrize("search", ["tf-float32", "tf-bfloat16"])
+def test_ties_inside_one_group_and_across_groups_of_an_index_chunk(search):
+    # 100 rows in one chunk: rows 3, 5 (group 0), 17 (group 1) and 70 (group 4) are one vector,
+    # so the per-block top-k over group maxima must still return them in row order.
+    index = _unit(100, 8, seed=6)
+    for row in (5, 17, 70):
+        index[row] = index[3]
+    _, indices = knn(index[3:4], index, 4, index_chunk_size=100, **SEARCHES[search])
+    np.testing.assert_array_equal(indices, [[3, 5, 17, 70]])
+
+
+def test_bfloat16_screen_error_stays_within_its_bound():
+    # Vectors of mixed norms (0.01 to 100) and signs: every screen score (bfloat16 inputs, as
+    # TensorFlow computes it) is within delta + 2u|screen| / (1 - 2u) of the float64 product,
+    # the bound that search_screened's thresholds rest on.
+    import tensorflow as tf
+
+    rng = np.random.default_rng(7)
+    queries = _unit(64, 512, seed=8) * rng.uniform(0.01, 100, (64, 1)).astype(np.float32)
+    index = _unit(3000, 512, seed=9) * rng.uniform(0.01, 100, (3000, 1)).astype(np.float32)
+    screen = tf.linalg.matmul(
+        tf.cast(queries, tf.bfloat16), tf.cast(index, tf.bfloat16), transpose_b=True
+    )
+    screen = tf.cast(screen, tf.float64).numpy()
+    exact = queries.astype(np.float64) @ index.astype(np.float64).T
+    delta = knn_tf.screen_error(
+        knn_tf.bfloat16_stats(queries), knn_tf.bfloat16_stats(index).max(axis=0), 512
+    )
+    rounding = 2 * knn_tf.BFLOAT16_UNIT_ROUNDOFF
+    bound = delta[:, None] + rounding * np.abs(screen) / (1 - rounding)
+    error = np.abs(screen - exact)
+    assert (error <= bound).all()
+    assert (error / bound).max() > 0.05  # the bound is not vacuous
+
+
+def test_bfloat16_screen_keeps_near_ties_the_screen_cannot_order():
+    # Query 0's 30 nearest rows are within 1e-5 of each other in similarity: float32 orders them,
+    # bfloat16 (8 bits) cannot, so all of them must survive the screen to be ordered in float32.
+    rng = np.random.default_rng(10)
+    index = _unit(400, 32, seed=11)
+    near = index[0] + 1e-3 * rng.standard_normal((30, 32)).astype(np.float32)
+    index[:30] = near / np.linalg.norm(near, axis=1, keepdims=True)
+    queries = np.stack([index[0], index[200]])
+    values, indices = knn(queries, index, 5, precision="bfloat16")
+    expected_values, expected_indices = _brute_force(queries, index, 5)
+    np.testing.assert_array_equal(indices, expected_indices)
+    np.testing.assert_allclose(values, expected_values, atol=1e-5)
+
+
+def test_bfloat16_screen_searches_a_crowded_chunk_in_float32(monkeypatch):
+    # Every row is one of two vectors, so the screen keeps all 400 rows of each query: more than
+    # the limit of 100 per query, so that query chunk is searched in float32 instead.
+    index = np.repeat(_unit(2, 16, seed=12), 200, axis=0)
+    queries = _unit(3, 16, seed=13)
+    searched = []
+    original = knn_tf.search_float32
+
+    def counting_search(queries, index, *args):
+        searched.append((len(queries), len(index)))
+        return original(queries, index, *args)
+
+    monkeypatch.setattr(knn_tf, "search_float32", counting_search)
+    monkeypatch.setattr(knn_tf, "MAX_KEPT_PER_QUERY", 100)
+    values, indices = knn(queries, index, 5, precision="bfloat16")
+    expected_values, expected_indices = _brute_force(queries, index, 5)
+    np.testing.assert_array_equal(indices, expected_indices)
+    np.testing.assert_allclose(values, expected_values, atol=1e-5)
+    assert searched == [(3, 400)]
+
+
+def test_float32_search_restores_the_tensor_float_32_setting():
+    import tensorflow as tf
+
+    before = tf.config.experimental.tensor_float_32_execution_enabled()
+    knn(QUERIES, INDEX, 3, precision="float32")
+    assert tf.config.experimental.tensor_float_32_execution_enabled() == before
+
+
+def test_auto_precision_uses_float32_when_onednn_is_off(monkeypatch):
+    monkeypatch.setenv("TF_ENABLE_ONEDNN_OPTS", "0")
+    assert not knn_tf.bfloat16_is_fast()
 
 
 def test_ivf_probing_every_cell_is_exact_and_hnsw_finds_most_neighbours():
@@ -87,8 +183,10 @@ def test_no_queries_gives_empty_results():
         (QUERIES.astype(np.int32), INDEX, 2, "tf", "floating point"),
         (QUERIES, np.where(np.arange(50)[:, None] == 7, np.nan, INDEX), 2, "tf", "row 7"),
         (QUERIES, INDEX, 2, "annoy", "unknown backend"),
+        (QUERIES, INDEX, 2, {"precision": "float16"}, "unknown precision"),
     ],
 )
 def test_bad_input_is_rejected_with_a_clear_error(queries, index, k, backend, message):
+    options = backend if isinstance(backend, dict) else {"backend": backend}
     with pytest.raises(DataError, match=message):
-        knn(queries, index, k, backend=backend)
+        knn(queries, index, k, **options)

@@ -4,10 +4,13 @@ For L2-normalised vectors the inner product is the cosine similarity, so `knn` r
 most similar index rows of every query, most similar first.
 
 Back ends:
-  "tf"          exact: chunked TensorFlow matmul + top_k. Extra memory is bounded by
-                query_chunk x index_chunk float32 similarities (plus the running top-k and, on
-                a GPU/TPU, the index kept on the device), so a 761k-row index and 117k queries
-                never need a [Q, N] matrix. Runs wherever TensorFlow places it.
+  "tf"          exact: chunked TensorFlow matmul + top_k (landmarks.knn_tf). Extra memory is
+                bounded by query_chunk x index_chunk similarities (plus the running top-k and,
+                on a GPU/TPU, the index kept on the device), so a 761k-row index and 117k
+                queries never need a [Q, N] matrix. Runs wherever TensorFlow places it.
+                precision="bfloat16" screens in bfloat16 and re-scores what the screen keeps
+                in float32 (the same result, faster on CPUs with AVX512_BF16/AMX; keeps a
+                bfloat16 copy of the index); "auto" picks it there and float32 elsewhere.
   "numpy"       exact: chunked numpy matmul + argpartition (the reference of the benchmark).
   "faiss"       exact: faiss.IndexFlatIP (CPU).
   "faiss-ivf"   approximate: faiss.IndexIVFFlat (inner product), `nlist` cells, `nprobe` probed.
@@ -35,7 +38,8 @@ def knn(
     *,
     backend: str = "tf",
     chunk_size: int = 1024,
-    index_chunk_size: int = 4096,
+    index_chunk_size: int = 8192,
+    precision: str = "auto",
     nlist: int | None = None,
     nprobe: int = 16,
     hnsw_m: int = 32,
@@ -44,8 +48,10 @@ def knn(
 
     queries: float [Q, D]; index: float [N, D] (float16/float32/float64; computed in float32).
     k: 1 <= k <= N. chunk_size: queries per step; index_chunk_size: index rows per step ("tf",
-    "numpy"); peak extra memory is about chunk_size * index_chunk_size * 4 bytes (16 MiB by
-    default; raise both on a GPU/TPU). nlist/nprobe: IVF cells and cells probed (nlist default 4*sqrt(N)); hnsw_m: HNSW links.
+    "numpy"); peak extra memory is about chunk_size * index_chunk_size * 4 bytes (32 MiB by
+    default; raise both on a GPU/TPU). precision ("tf"): "float32", "bfloat16" (a bfloat16
+    screen whose kept rows are re-scored in float32; see landmarks.knn_tf) or "auto".
+    nlist/nprobe: IVF cells and cells probed (nlist default 4*sqrt(N)); hnsw_m: HNSW links.
     Returns (similarities float32 [Q, k] descending per row, indices int64 [Q, k] into `index`).
     """
     queries = _as_matrix(queries, "queries")
@@ -64,7 +70,7 @@ def knn(
     if queries.shape[0] == 0:
         return np.zeros((0, k), np.float32), np.zeros((0, k), np.int64)
     if backend == "tf":
-        return _knn_tf(queries, index, k, chunk_size, index_chunk_size)
+        return _knn_tf(queries, index, k, chunk_size, index_chunk_size, precision)
     if backend == "numpy":
         return _knn_numpy(queries, index, k, chunk_size, index_chunk_size)
     if backend in ("faiss", "faiss-ivf", "faiss-hnsw"):
@@ -90,76 +96,27 @@ def _as_matrix(values, name: str) -> np.ndarray:
 
 # --- TensorFlow ---------------------------------------------------------------------------------
 
-_TF_STEP = None
+PRECISIONS = ("auto", "float32", "bfloat16")
 
 
-def _tf_step():
-    """One traced function: top-k of a query chunk against one index chunk, merged with the
-    running top-k (running entries come from lower index rows, so ties keep the lower row)."""
-    global _TF_STEP
-    if _TF_STEP is None:
-        import tensorflow as tf
+def _knn_tf(queries, index, k, chunk_size, index_chunk_size, precision):
+    from landmarks import knn_tf
 
-        spec = tf.TensorSpec([None, None], tf.float32)
-
-        @tf.function(
-            input_signature=[
-                spec,
-                spec,
-                spec,
-                tf.TensorSpec([None, None], tf.int64),
-                tf.TensorSpec([], tf.int64),
-                tf.TensorSpec([], tf.int32),
-            ],
-            reduce_retracing=True,
+    if precision not in PRECISIONS:
+        raise DataError(
+            f"knn: unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}"
         )
-        def step(queries, index_chunk, best_values, best_indices, offset, k):
-            scores = tf.linalg.matmul(queries, index_chunk, transpose_b=True)
-            chunk_k = tf.minimum(k, tf.shape(index_chunk)[0])
-            values, positions = tf.math.top_k(scores, k=chunk_k, sorted=True)
-            indices = tf.cast(positions, tf.int64) + offset
-            values = tf.concat([best_values, values], axis=1)
-            indices = tf.concat([best_indices, indices], axis=1)
-            keep_k = tf.minimum(k, tf.shape(values)[1])
-            merged_values, order = tf.math.top_k(values, k=keep_k, sorted=True)
-            return merged_values, tf.gather(indices, order, batch_dims=1)
-
-        _TF_STEP = step
-    return _TF_STEP
+    if precision == "auto":
+        precision = "bfloat16" if knn_tf.bfloat16_is_fast() and not _tf_accelerator() else "float32"
+    if precision == "bfloat16":
+        return knn_tf.search_screened(queries, index, k, chunk_size, index_chunk_size)
+    return knn_tf.search_float32(queries, index, k, chunk_size, index_chunk_size)
 
 
-def _knn_tf(queries, index, k, chunk_size, index_chunk_size):
-    """On CPU each index chunk is converted to a tensor when it is used, so the extra memory is
-    bounded by the chunks (converting a whole 761k x 512 index would add about twice its size);
-    on a GPU/TPU the chunks are converted once and stay on the device."""
+def _tf_accelerator() -> bool:
     import tensorflow as tf
 
-    step = _tf_step()
-    num_queries, num_index = queries.shape[0], index.shape[0]
-    starts = range(0, num_index, index_chunk_size)
-    resident = bool(tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("TPU"))
-    kept = [tf.constant(index[s : s + index_chunk_size]) for s in starts] if resident else None
-    out_values = np.empty((num_queries, k), np.float32)
-    out_indices = np.empty((num_queries, k), np.int64)
-    k_tensor = tf.constant(k, tf.int32)
-    for start in range(0, num_queries, chunk_size):
-        chunk = tf.constant(queries[start : start + chunk_size])
-        rows = int(chunk.shape[0])
-        best_values = tf.zeros([rows, 0], tf.float32)
-        best_indices = tf.zeros([rows, 0], tf.int64)
-        for number, offset in enumerate(starts):
-            index_chunk = kept[number] if resident else index[offset : offset + index_chunk_size]
-            best_values, best_indices = step(
-                chunk,
-                index_chunk,
-                best_values,
-                best_indices,
-                tf.constant(offset, tf.int64),
-                k_tensor,
-            )
-        out_values[start : start + rows] = best_values.numpy()
-        out_indices[start : start + rows] = best_indices.numpy()
-    return out_values, out_indices
+    return bool(tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("TPU"))
 
 
 # --- numpy --------------------------------------------------------------------------------------
