@@ -184,6 +184,16 @@ def test_colour_jitter_matches_the_step_by_step_numpy_definition():
     )
     np.testing.assert_allclose(got.numpy(), np.stack(expected), atol=1e-3)
     np.testing.assert_allclose(got.numpy()[2], images[2], atol=1e-3)  # neutral factors: unchanged
+    # The channel means, when the caller passes them (the pipeline does), are used as given.
+    factors = [tf.constant(v, tf.float32) for v in (delta, contrast, saturation)]
+    given = augment.apply_colour(
+        tf.constant(images), *factors, tf.constant(images.mean(axis=(1, 2)))
+    )
+    np.testing.assert_allclose(given.numpy(), np.stack(expected), atol=1e-3)
+    shifted = augment.apply_colour(
+        tf.constant(images), *factors, tf.constant(images.mean(axis=(1, 2)) + 10)
+    )
+    assert np.abs(shifted.numpy()[0] - np.stack(expected)[0]).max() > 1  # contrast 1.2 moves it
 
 
 def test_batch_augmentation_is_per_image_and_seeded():

@@ -71,7 +71,9 @@ def make_train_dataset(
         record = parse_example(serialized)
         if augment == "tf":
             image = augment_ops.decode_random_crop(record["encoded"], image_size, example_seed)
-        elif augment == "albumentations":
+            # channel means for the batch's colour jitter, taken while the image is in cache
+            return (image, tf.reduce_mean(image, axis=[0, 1])), record["label"]
+        if augment == "albumentations":
             decoded = tf.io.decode_jpeg(record["encoded"], channels=3)
             image = augment_ops.albumentations_augment(decoded, image_size, example_seed)
         else:
@@ -84,8 +86,8 @@ def make_train_dataset(
         batch_seeds = tf.data.Dataset.random(seed=None if seed is None else seed + 1).batch(2)
 
         def augment_batch(batch, batch_seed):
-            images, labels = batch
-            return augment_ops.augment_batch(images, batch_seed), labels
+            (images, means), labels = batch
+            return augment_ops.augment_batch(images, batch_seed, means), labels
 
         dataset = tf.data.Dataset.zip(dataset, batch_seeds).map(
             augment_batch, num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic
