@@ -9,7 +9,11 @@ Measures images/s of:
 Goals: reencode2 / reencode1 >= 1.8 and copy1 / reencode1 >= 10.
 The last line printed is one JSON object with the ratios.
 
-    .venv/bin/python bench/build.py [--data input/mini-landmarks] [--repeat 3] [--image-size 128]
+    .venv/bin/python bench/build.py [--source views|photos] [--data input/mini-landmarks]
+        [--repeat 3] [--image-size 128]
+
+--source: "views" (mini-landmarks, ~290 px) or "photos" (the demo's source photographs at
+640 px, the scale of competition photos); see bench/sources.py.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import tempfile
 import time
 
 import pandas as pd
+from sources import SOURCES, image_table
 
 
 def plain_loop(table: pd.DataFrame, out_path: str, image_size: int) -> None:
@@ -62,6 +67,7 @@ def timed(function) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--source", default="views", choices=SOURCES)
     parser.add_argument("--data", default="input/mini-landmarks")
     parser.add_argument(
         "--repeat", type=int, default=3, help="use every train image this many times"
@@ -70,15 +76,14 @@ def main() -> None:
     parser.add_argument("--shards", type=int, default=8)
     args = parser.parse_args()
 
-    from landmarks.data import gldv2
     from landmarks.data.tfrecords import write_records
 
-    base = gldv2.read_train_table(args.data)
+    work = tempfile.mkdtemp(prefix="bench-build-")
+    base = image_table(args.source, args.data, work)
     table = pd.concat(
         [base.assign(id=base["id"] + f"_{r}") for r in range(args.repeat)], ignore_index=True
     )
     n = len(table)
-    work = tempfile.mkdtemp(prefix="bench-build-")
 
     def build(name: str, **options) -> float:
         out = os.path.join(work, name)
@@ -104,12 +109,13 @@ def main() -> None:
         shutil.rmtree(work, ignore_errors=True)
 
     print(
-        f"images: {n} ({len(base)} mini-landmarks train images x {args.repeat}), cpus: {os.cpu_count()}, "
+        f"images: {n} ({len(base)} {args.source} x {args.repeat}), cpus: {os.cpu_count()}, "
         f"load: {os.getloadavg()[0]:.1f}"
     )
     for name, rate in rates.items():
         print(f"{name:>10}: {rate:8.1f} images/s")
     ratios = {
+        "source": args.source,
         "images": n,
         "workers2_vs_workers1": round(rates["reencode2"] / rates["reencode1"], 3),
         "copy_vs_reencode": round(rates["copy1"] / rates["reencode1"], 3),

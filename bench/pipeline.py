@@ -11,7 +11,11 @@ tf / albumentations >= 2. Each is given from wall time and from the CPU time of 
 (images per CPU second: fairer when other jobs share the CPU). The last line printed is one
 JSON object with the ratios.
 
-    .venv/bin/python bench/pipeline.py [--data input/mini-landmarks] [--image-size 224] [--batches 40]
+    .venv/bin/python bench/pipeline.py [--source views|photos] [--data input/mini-landmarks]
+        [--image-size 224] [--batches 40]
+
+--source: "views" (mini-landmarks, ~290 px) or "photos" (the demo's source photographs at
+640 px, the scale of competition photos); see bench/sources.py. Records keep the original JPEGs.
 """
 
 from __future__ import annotations
@@ -22,6 +26,8 @@ import os
 import shutil
 import tempfile
 import time
+
+from sources import SOURCES, image_table
 
 
 def rate(files, mode: str, image_size: int, batch_size: int, batches: int) -> tuple[float, float]:
@@ -42,6 +48,7 @@ def rate(files, mode: str, image_size: int, batch_size: int, batches: int) -> tu
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--source", default="views", choices=SOURCES)
     parser.add_argument("--data", default="input/mini-landmarks")
     parser.add_argument("--image-size", type=int, default=224)
     parser.add_argument("--batch-size", type=int, default=32)
@@ -51,12 +58,13 @@ def main() -> None:
     )
     args = parser.parse_args()
 
-    from landmarks.data.tfrecords import list_shards, prepare
+    from landmarks.data.tfrecords import list_shards, write_records
 
     work = tempfile.mkdtemp(prefix="bench-pipeline-")
     try:
-        prepare(args.data, "train", work, num_shards=4, progress=False)
-        files = list_shards(work, "train")
+        table = image_table(args.source, args.data, work)
+        write_records(table, os.path.join(work, "records"), num_shards=4, progress=False)
+        files = list_shards(os.path.join(work, "records"), "train")
         wall = {"decode": 0.0, "tf": 0.0, "albumentations": 0.0}
         cpu = dict(wall)
         for _ in range(args.rounds):  # interleaved, so a busy moment on a shared CPU hits all
@@ -71,13 +79,15 @@ def main() -> None:
 
     load = os.getloadavg()[0]
     print(
-        f"image size {args.image_size}, batch {args.batch_size}, cpus: {os.cpu_count()}, load: {load:.1f}"
+        f"source {args.source}, image size {args.image_size}, batch {args.batch_size}, "
+        f"cpus: {os.cpu_count()}, load: {load:.1f}"
     )
     for name in wall:
         print(
             f"{name:>15}: {wall[name]:8.1f} images/s wall, {cpu[name]:8.1f} images per CPU second"
         )
     ratios = {
+        "source": args.source,
         "augmentation_cost": round(1 - wall["tf"] / wall["decode"], 3),
         "tf_vs_albumentations": round(wall["tf"] / wall["albumentations"], 3),
         "augmentation_cost_cpu": round(1 - cpu["tf"] / cpu["decode"], 3),

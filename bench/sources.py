@@ -1,0 +1,45 @@
+"""Image sources shared by bench/build.py and bench/pipeline.py.
+
+  views   input/mini-landmarks train images: views drawn from the demo photographs, saved with
+          the longest side ~200-370 px (588 images). Small next to competition photos, so
+          per-pixel costs of decoding are low and fixed costs weigh more.
+  photos  the demo's source photographs themselves (gcompris-qt-data, or the fallback set), at
+          their working size (longest side 640 px, data.demo_sources.WORKING_SIDE), written as
+          JPEG quality 90: the scale of GLDv2 photos (assumption: GLDv2 train photos are mostly
+          a few hundred to ~800 px on the longest side).
+
+`image_table(source, data_dir, folder)` returns a table (id, path, landmark_id) of JPEG files.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pandas as pd
+
+SOURCES = ("views", "photos")
+
+
+def image_table(source: str, data_dir: str, folder: str) -> pd.DataFrame:
+    """(id, path, landmark_id) of the images of `source`; "photos" are written under `folder`."""
+    if source == "views":
+        from landmarks.data import gldv2
+
+        return gldv2.read_train_table(data_dir)[["id", "path", "landmark_id"]]
+    if source != "photos":
+        raise SystemExit(f"unknown source {source!r}; choose one of {', '.join(SOURCES)}")
+    from landmarks.data.demo_sources import load_photos
+
+    photos = load_photos("auto", log=lambda message: None)
+    every = (
+        photos.landmarks
+        + [photo for group in photos.second_photos.values() for photo in group]
+        + photos.other_landmarks
+        + photos.distractors
+    )
+    rows = []
+    for number, photo in enumerate(every):
+        path = os.path.join(folder, f"photo{number:03d}.jpg")
+        photo.image.convert("RGB").save(path, format="JPEG", quality=90)
+        rows.append({"id": f"photo{number:03d}", "path": path, "landmark_id": number})
+    return pd.DataFrame(rows)
