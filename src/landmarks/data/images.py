@@ -6,7 +6,8 @@ What "no re-encoding needed" means (the copy-through rule): the file is a baseli
 progressive JPEG (magic bytes FF D8 FF) that Pillow reads as RGB (YCbCr JPEGs are reported as
 RGB), has no EXIF orientation other than 1 ("as stored"), ends with the JPEG end-of-image marker
 (so it is not truncated), and either no `max_side` is given or its longest side is at most
-`max_side`. Such a file is stored byte for byte, without decoding its pixels. Anything else that
+`max_side`. Such a file is stored byte for byte, without decoding its pixels; the decision is
+read from the JPEG markers (`jpeg_header`) and left to Pillow only when they are unusual. Anything else that
 Pillow can read (PNG or other formats under any name, CMYK, grayscale, palette, EXIF-rotated,
 larger than `max_side`) is decoded, rotated upright, converted to RGB, shrunk so that its longest
 side is `max_side` (aspect kept; never enlarged), and re-encoded as JPEG.
@@ -18,6 +19,8 @@ import io
 from dataclasses import dataclass
 
 from PIL import Image, ImageOps, UnidentifiedImageError
+
+from landmarks.data.jpeg_header import read_jpeg_header
 
 JPEG_MAGIC = b"\xff\xd8\xff"
 JPEG_END = b"\xff\xd9"
@@ -66,6 +69,15 @@ def encode_image(path: str, max_side: int | None = None, quality: int = 95) -> E
     data = read_file(path)
     if not data:
         raise ImageSkipped("empty file (0 bytes)")
+    header = read_jpeg_header(data)
+    if (
+        header is not None
+        and header.components == 3
+        and header.orientation in (0, 1)
+        and (max_side is None or max(header.height, header.width) <= max_side)
+        and header.height * header.width <= (Image.MAX_IMAGE_PIXELS or float("inf"))
+    ):  # the copy-through rule decided from the markers alone (fast path)
+        return _copied(data, header.height, header.width)
     try:
         image = Image.open(io.BytesIO(data))
     except UnidentifiedImageError as error:
@@ -84,11 +96,16 @@ def encode_image(path: str, max_side: int | None = None, quality: int = 95) -> E
         and orientation in (0, 1)
         and (max_side is None or longest <= max_side)
     ):
-        if not data.rstrip(b"\x00").endswith(JPEG_END):
-            raise ImageSkipped("truncated JPEG (no end-of-image marker)")
         width, height = image.size
-        return EncodedImage(data, height, width, "copied")
+        return _copied(data, height, width)
     return _reencode(image, orientation, max_side, quality)
+
+
+def _copied(data: bytes, height: int, width: int) -> EncodedImage:
+    """The original bytes, once they are seen to end with the end-of-image marker."""
+    if not data.rstrip(b"\x00").endswith(JPEG_END):
+        raise ImageSkipped("truncated JPEG (no end-of-image marker)")
+    return EncodedImage(data, height, width, "copied")
 
 
 def _damage(error: Exception) -> str:
