@@ -144,6 +144,18 @@ def test_bfloat16_screen_searches_a_crowded_chunk_in_float32(monkeypatch):
     assert searched == [(3, 400)]
 
 
+def test_screen_that_keeps_too_few_rows_falls_back_to_float32(monkeypatch):
+    # A guard against a broken invariant: if a query kept fewer than k rows, its chunk is
+    # searched in float32 rather than answered from another query's rows.
+    monkeypatch.setattr(
+        knn_tf, "_screen_chunk", lambda step, queries, *rest: (np.zeros(1, int), np.zeros(1, int))
+    )
+    values, indices = knn(QUERIES, INDEX, 3, precision="bfloat16")
+    expected_values, expected_indices = _brute_force(QUERIES, INDEX, 3)
+    np.testing.assert_array_equal(indices, expected_indices)
+    np.testing.assert_allclose(values, expected_values, atol=1e-5)
+
+
 def test_float32_search_restores_the_tensor_float_32_setting():
     import tensorflow as tf
 

@@ -11,7 +11,8 @@ Two ways to the same exact answer:
             AVX512_BF16 or AMX) keeps, per query, the rows whose screen score is within twice
             the screen's proven error (`screen_error`) of its running k-th best, and only
             those are re-scored in float32. No row of the true top-k can be dropped, so the result is
-            always the float32 search's; its cost is the screen plus the kept rows.
+            the exact float32 top-k (as in every back end, float32 summation order may move
+            scores by ~1e-7); its cost is the screen plus the kept rows.
 
 Ties: equal similarities are ordered by ascending index row (the lower row comes first), across
 chunk boundaries too.
@@ -70,7 +71,7 @@ def search_screened(queries, index, k, chunk_size, index_chunk_size):
     that keeps more than MAX_KEPT_PER_QUERY rows per query on average (a crowd of
     near-duplicates) is searched in float32 instead. Extra memory: a bfloat16 copy of the index
     (N * D * 2 bytes) and the kept rows. Returns (similarities float32 [Q, k], indices int64
-    [Q, k]), equal to search_float32.
+    [Q, k]): the exact float32 top-k, as search_float32 returns it.
     """
     chunks, index_stats = _bfloat16_chunks(index, index_chunk_size)
     step = _screen_step()
@@ -79,10 +80,9 @@ def search_screened(queries, index, k, chunk_size, index_chunk_size):
     for start in range(0, queries.shape[0], chunk_size):
         rows = slice(start, min(start + chunk_size, queries.shape[0]))
         kept = _screen_chunk(step, queries[rows], index_stats, chunks, k)
-        if kept is None:
+        found = None if kept is None else _best_of_kept(queries[rows], index, kept, k)
+        if found is None:
             found = search_float32(queries[rows], index, k, chunk_size, index_chunk_size)
-        else:
-            found = _best_of_kept(queries[rows], index, kept, k)
         out_values[rows], out_indices[rows] = found
     return out_values, out_indices
 
@@ -175,17 +175,19 @@ def _screen_chunk(step, queries, index_stats, chunks, k):
 
 
 def _best_of_kept(queries, index, kept, k):
-    """Top-k of each query among its kept rows, by float32 score desc, then row asc."""
+    """Top-k of each query among its kept rows, by float32 score desc, then row asc; None if a
+    query kept fewer than k rows (the screen keeps at least the rows of its final k best group
+    maxima, so this guards against a broken invariant rather than an expected case)."""
     order = np.lexsort(kept[::-1])  # by query row, then index row
     query_rows, index_rows = kept[0][order], kept[1][order]
     bounds = np.searchsorted(query_rows, np.arange(len(queries) + 1))
+    if (np.diff(bounds) < k).any():
+        return None
     scores = np.empty(len(query_rows), np.float32)
     for query, (start, stop) in enumerate(zip(bounds[:-1], bounds[1:], strict=True)):
         scores[start:stop] = index[index_rows[start:stop]] @ queries[query]
     order = np.lexsort((index_rows, -scores, query_rows))
     index_rows, scores = index_rows[order], scores[order]
-    # Each query keeps at least k rows (those of its final k best group maxima), so its first
-    # k are its answer.
     take = bounds[:-1, None] + np.arange(k)
     return scores[take], index_rows[take]
 
