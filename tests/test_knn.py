@@ -99,9 +99,9 @@ def test_bfloat16_screen_error_stays_within_its_bound():
     )
     screen = tf.cast(screen, tf.float64).numpy()
     exact = queries.astype(np.float64) @ index.astype(np.float64).T
-    delta = knn_tf.screen_error(
-        knn_tf.bfloat16_stats(queries), knn_tf.bfloat16_stats(index).max(axis=0), 512
-    )
+    query_stats = knn_tf._to_bfloat16(queries)[1].numpy().astype(np.float64)
+    index_stats = knn_tf._to_bfloat16(index)[1].numpy().astype(np.float64).max(axis=0)
+    delta = knn_tf.screen_error(query_stats, index_stats, 512)
     rounding = 2 * knn_tf.BFLOAT16_UNIT_ROUNDOFF
     bound = delta[:, None] + rounding * np.abs(screen) / (1 - rounding)
     error = np.abs(screen - exact)

@@ -107,16 +107,12 @@ def _knn_tf(queries, index, k, chunk_size, index_chunk_size, precision):
             f"knn: unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}"
         )
     if precision == "auto":
-        precision = "bfloat16" if knn_tf.bfloat16_is_fast() and not _tf_accelerator() else "float32"
+        precision = (
+            "bfloat16" if knn_tf.bfloat16_is_fast() and not knn_tf.on_accelerator() else "float32"
+        )
     if precision == "bfloat16":
         return knn_tf.search_screened(queries, index, k, chunk_size, index_chunk_size)
     return knn_tf.search_float32(queries, index, k, chunk_size, index_chunk_size)
-
-
-def _tf_accelerator() -> bool:
-    import tensorflow as tf
-
-    return bool(tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("TPU"))
 
 
 # --- numpy --------------------------------------------------------------------------------------

@@ -91,7 +91,7 @@ def screen_error(query_stats: np.ndarray, index_stats: np.ndarray, dim: int) -> 
     """delta [Q] >= |acc - float32 score| for every index row, float64.
 
     query_stats: [Q, 3] per query (|q|, |bq|, |bq - q|), bq = q rounded to bfloat16 as the
-    screen rounds it (`bfloat16_stats`); index_stats: [3] the maxima of the same over the index
+    screen rounds it (`_to_bfloat16`); index_stats: [3] the maxima of the same over the index
     rows. acc, the float32 sum of the D products bq_i by_i, differs from q.y by at most
     |bq - q||by| + |q||by - y| (Cauchy-Schwarz) plus its accumulation error g|bq||by|, g =
     D 2^-24 / (1 - D 2^-24); the float32 score differs from q.y by at most g|q||y|. Plus 1 %
@@ -108,15 +108,6 @@ def screen_error(query_stats: np.ndarray, index_stats: np.ndarray, dim: int) -> 
         + gamma * norm * index_norm
     )
     return 1.01 * delta + dim * 2.0**-126
-
-
-def bfloat16_stats(vectors: np.ndarray, rows_per_step: int = 65536) -> np.ndarray:
-    """float64 [R, 3]: (|v|, |bv|, |bv - v|) per row, bv = v rounded to bfloat16 by tf.cast."""
-    stats = np.empty((vectors.shape[0], 3), np.float64)
-    for start in range(0, vectors.shape[0], rows_per_step):
-        part = vectors[start : start + rows_per_step]
-        stats[start : start + len(part)] = _to_bfloat16(part)[1].numpy()
-    return stats
 
 
 def _to_bfloat16(vectors):
@@ -206,13 +197,20 @@ def bfloat16_is_fast() -> bool:
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
+def on_accelerator() -> bool:
+    """True when TensorFlow sees a GPU or TPU (where the index chunks stay on the device)."""
+    import tensorflow as tf
+
+    return bool(tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("TPU"))
+
+
 def _float32_chunks(index, index_chunk_size):
     """The index as (offset, chunk) pairs: on a CPU numpy views, converted when used, so the
     extra memory stays within one chunk; on a GPU/TPU tensors, converted once and kept."""
     import tensorflow as tf
 
     starts = range(0, index.shape[0], index_chunk_size)
-    if tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("TPU"):
+    if on_accelerator():
         return [(start, tf.constant(index[start : start + index_chunk_size])) for start in starts]
     return [(start, index[start : start + index_chunk_size]) for start in starts]
 
