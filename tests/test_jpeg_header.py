@@ -106,6 +106,15 @@ def test_unsure_input_is_left_to_pillow(data):
     assert read_jpeg_header(data) is None
 
 
+def test_multi_picture_jpeg_is_left_to_pillow():
+    # Pillow opens a JPEG with an APP2 "MPF" block as format MPO, which the builder re-encodes;
+    # the fast path must not copy it instead.
+    segment = b"MPF\x00" + b"\x00" * 8
+    plain = CASES["baseline"]
+    data = plain[:2] + b"\xff\xe2" + struct.pack(">H", len(segment) + 2) + segment + plain[2:]
+    assert read_jpeg_header(data) is None
+
+
 def test_repeated_exif_block_is_left_to_pillow():
     data = _hand_made_exif_jpeg(1)
     app1_length = struct.unpack(">H", data[4:6])[0]

@@ -7,10 +7,11 @@ progressive JPEG (magic bytes FF D8 FF) that Pillow reads as RGB (YCbCr JPEGs ar
 RGB), has no EXIF orientation other than 1 ("as stored"), ends with the JPEG end-of-image marker
 (so it is not truncated), and either no `max_side` is given or its longest side is at most
 `max_side`. Such a file is stored byte for byte, without decoding its pixels; the decision is
-read from the JPEG markers (`jpeg_header`) and left to Pillow only when they are unusual. Anything else that
-Pillow can read (PNG or other formats under any name, CMYK, grayscale, palette, EXIF-rotated,
-larger than `max_side`) is decoded, rotated upright, converted to RGB, shrunk so that its longest
-side is `max_side` (aspect kept; never enlarged), and re-encoded as JPEG.
+read from the JPEG markers (`jpeg_header`) and left to Pillow only when they are unusual.
+Anything else that Pillow can read (PNG or other formats under any name, CMYK, grayscale,
+palette, EXIF-rotated, larger than `max_side`) is decoded, rotated upright, converted to RGB,
+shrunk so that its longest side is `max_side` (aspect kept; never enlarged), and re-encoded as
+JPEG.
 """
 
 from __future__ import annotations

@@ -6,7 +6,8 @@ full header parse, which matters when a build copies thousands of JPEGs per seco
 
 `read_jpeg_header(data)` is deliberately strict: it returns None for anything it is not sure
 about (no SOF before the scan, odd segment lengths, an unreadable or repeated EXIF block, a
-height defined later by a DNL marker), and the caller then asks Pillow, which decides and
+height defined later by a DNL marker, a multi-picture "MPF" block, which Pillow opens as format
+MPO rather than JPEG), and the caller then asks Pillow, which decides and
 reports errors as before. So the parser can only take the fast path for well-formed files; it
 never changes what happens to the others.
 """
@@ -21,6 +22,8 @@ SOF_MARKERS = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
 SOS = 0xDA
 EOI = 0xD9
 APP1 = 0xE1
+APP2 = 0xE2
+MPF_PREFIX = b"MPF\x00"  # multi-picture format (camera JPEGs with previews appended)
 STANDALONE = frozenset([0x01, *range(0xD0, 0xD8)])  # TEM, RST0-7: no length field
 EXIF_PREFIX = b"Exif\x00\x00"
 ORIENTATION_TAG = 0x0112
@@ -64,6 +67,8 @@ def read_jpeg_header(data: bytes) -> JpegHeader | None:
             height = int.from_bytes(segment[1:3], "big")
             width = int.from_bytes(segment[3:5], "big")
             frame = (height, width, segment[5])
+        elif marker == APP2 and segment.startswith(MPF_PREFIX):
+            return None
         elif marker == APP1 and segment.startswith(EXIF_PREFIX):
             exif_blocks += 1
             tag = _exif_orientation(segment[len(EXIF_PREFIX) :])
