@@ -1,11 +1,11 @@
 """Benchmark: exact top-5 inner-product search of 5,000 queries in a 200,000 x 512 index.
 
 Methods (each in its own subprocess, so its peak memory is its own):
-  tf          landmarks.knn backend "tf", precision "auto" (the default: a bfloat16 screen
+  tf          landmarks.inference.knn backend "tf", precision "auto" (the default: a bfloat16 screen
               re-scored in float32 on CPUs with AVX512_BF16/AMX, float32 elsewhere)
-  tf-float32  landmarks.knn backend "tf", precision "float32" (chunked matmul + top_k)
+  tf-float32  landmarks.inference.knn backend "tf", precision "float32" (chunked matmul + top_k)
   faiss       faiss.IndexFlatIP (the reference of the goal: tf time <= 1.0 x faiss time)
-  numpy       landmarks.knn backend "numpy" (chunked matmul + argpartition)
+  numpy       landmarks.inference.knn backend "numpy" (chunked matmul + argpartition)
 
 Data: random normal vectors, L2-normalised, float32, fixed seed. Time: the search alone (after
 one small warm-up call that traces the TF function), best of `--repeats` rounds that interleave
@@ -46,7 +46,7 @@ def run_child(args) -> None:
     """Time one method; write its results to args.out and print a JSON line of measurements."""
     import psutil
 
-    from landmarks.knn import knn
+    from landmarks.inference.search import knn
 
     queries, index = make_data(args.queries, args.index, args.dim)
     backend, _, precision = args.method.partition("-")
@@ -95,7 +95,7 @@ def main() -> None:
         run_child(args)
         return
 
-    from landmarks.knn_tf import bfloat16_is_fast
+    from landmarks.inference.knn_tf import bfloat16_is_fast
 
     auto = "bfloat16" if bfloat16_is_fast() else "float32"
     print(

@@ -44,7 +44,7 @@ def main() -> None:
     import tensorflow as tf
 
     from landmarks.config import Config
-    from landmarks.models import build_model
+    from landmarks.models.build import build_model
 
     device = "GPU" if tf.config.list_physical_devices("GPU") else "CPU"
     variants = [(args.backbone, "avg", None), (args.backbone, "gem", None)]

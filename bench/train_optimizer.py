@@ -1,4 +1,4 @@
-"""Train-step cost of the backbone learning-rate multiplier (landmarks.optimization).
+"""Train-step cost of the backbone learning-rate multiplier (landmarks.training.optimization).
 
 Builds, in one process, two copies of the same training model (EfficientNetB0 by default,
 weights=None, GeM head, 128 px) and compiles one with Keras' AdamW (the reference) and the other
@@ -41,9 +41,9 @@ def main() -> None:
     import numpy as np
 
     from landmarks.config import Config
-    from landmarks.models import build_model
-    from landmarks.optimization import ArcFaceCrossEntropy, make_optimizer, make_schedule
-    from landmarks.training import backbone_variables
+    from landmarks.models.build import build_model
+    from landmarks.training.optimization import ArcFaceCrossEntropy, make_optimizer, make_schedule
+    from landmarks.training.trainer import backbone_variables
 
     config = Config(
         backbone=args.backbone, head="gem", image_size=args.size, num_classes=args.num_classes

@@ -60,7 +60,7 @@ PUBLISH_TITLE = ""  # 6-50 characters; empty: made from the slug""",
     ),
     new_markdown_cell(ENVIRONMENT_MD),
     new_code_cell("""\
-from landmarks.environment import detect_environment
+from landmarks.kaggle.environment import detect_environment
 
 ENV = detect_environment()
 print(ENV)
@@ -108,10 +108,10 @@ Needs Kaggle credentials, as the `kaggle` tool finds them: `~/.kaggle/kaggle.jso
 Without any, this cell stops with one line saying where to put them. A first run creates the
 dataset (private), later runs add a new version."""),
     new_code_cell("""\
-from landmarks import kaggle_io
+from landmarks.kaggle import client as kaggle_client
 
 if PUBLISH_SLUG:
-    kaggle_io.publish_dataset(OUT_DIR, PUBLISH_SLUG, title=PUBLISH_TITLE or None)"""),
+    kaggle_client.publish_dataset(OUT_DIR, PUBLISH_SLUG, title=PUBLISH_TITLE or None)"""),
 ]
 
 TRAIN = [
@@ -150,7 +150,7 @@ PUBLISH_SLUG = ""  # e.g. "gldv2-dolg-b0-512": publish the run folder as a Kaggl
     ),
     new_markdown_cell(ENVIRONMENT_MD),
     new_code_cell("""\
-from landmarks.environment import detect_environment
+from landmarks.kaggle.environment import detect_environment
 
 ENV = detect_environment()
 print(ENV)
@@ -192,10 +192,10 @@ pd.read_csv(os.path.join(run_dir, "history.csv")).tail()"""),
 The inference notebook runs with the internet off: attach this dataset (and the wheels
 dataset, see the README) to it."""),
     new_code_cell("""\
-from landmarks import kaggle_io
+from landmarks.kaggle import client as kaggle_client
 
 if PUBLISH_SLUG:
-    kaggle_io.publish_dataset(run_dir, PUBLISH_SLUG)"""),
+    kaggle_client.publish_dataset(run_dir, PUBLISH_SLUG)"""),
 ]
 
 INFER = [
@@ -237,7 +237,7 @@ if importlib.util.find_spec("landmarks") is None:
     %pip install --quiet --no-index --find-links {WHEELS_DIR} landmarks"""),
     new_markdown_cell(ENVIRONMENT_MD),
     new_code_cell("""\
-from landmarks.environment import detect_environment
+from landmarks.kaggle.environment import detect_environment
 
 ENV = detect_environment()
 print(ENV)

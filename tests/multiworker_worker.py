@@ -19,9 +19,9 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from landmarks.callbacks import RunCheckpoint  # noqa: E402
-from landmarks.optimization import ArcFaceCrossEntropy, make_optimizer, make_schedule  # noqa: E402
-from landmarks.strategy import detect_strategy, multi_worker_trainer  # noqa: E402
+from landmarks.training.checkpoints import RunCheckpoint
+from landmarks.training.devices import detect_strategy, multi_worker_trainer
+from landmarks.training.optimization import ArcFaceCrossEntropy, make_optimizer, make_schedule
 
 GLOBAL_BATCH = 16
 

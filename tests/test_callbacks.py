@@ -10,16 +10,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from landmarks.callbacks import (
-    HistoryCSV,
-    RunCheckpoint,
-    StopOnNaN,
-    TrainingDivergedError,
-    ValidationGAP,
-    restore_model_weights,
-)
 from landmarks.errors import ConfigError
-from landmarks.optimization import ArcFaceCrossEntropy, make_optimizer, make_schedule
+from landmarks.training.callbacks import HistoryCSV, StopOnNaN, TrainingDivergedError, ValidationGAP
+from landmarks.training.checkpoints import RunCheckpoint, restore_model_weights
+from landmarks.training.optimization import ArcFaceCrossEntropy, make_optimizer, make_schedule
 
 
 def _model(seed: int, weights_from=None):

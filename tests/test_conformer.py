@@ -187,7 +187,7 @@ def test_conformer_ti_dolg_training_lowers_the_loss(tmp_path):
     """The paper's Conformer-Ti under the DOLG head: embeddings at two sizes, a few training
     steps on one batch lower the loss, and the embedding model survives a .keras round trip."""
     from landmarks.config import Config
-    from landmarks.models import build_model
+    from landmarks.models.build import build_model
 
     keras.utils.set_random_seed(0)
     config = Config.from_dict(
@@ -237,7 +237,7 @@ def test_conformer_ti_dolg_training_lowers_the_loss(tmp_path):
 def test_conformer_has_no_imagenet_weights():
     from landmarks.config import Config
     from landmarks.errors import ConfigError
-    from landmarks.models import BACKBONES
+    from landmarks.models.registry import BACKBONES
 
     with pytest.raises(ConfigError, match="weights: no 'imagenet' weights"):
         BACKBONES["conformer_s"](

@@ -1,4 +1,4 @@
-"""landmarks.environment: platform/accelerator detection and attached-dataset paths."""
+"""landmarks.kaggle.environment: platform/accelerator detection and attached-dataset paths."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ import types
 
 import pytest
 
-from landmarks import environment
-from landmarks.environment import Environment, detect_environment
 from landmarks.errors import DataError
+from landmarks.kaggle import environment
+from landmarks.kaggle.environment import Environment, detect_environment
 
 
 @pytest.fixture

@@ -165,7 +165,7 @@ def fbsd_models():
     import keras
 
     from landmarks.config import Config
-    from landmarks.models import build_model
+    from landmarks.models.build import build_model
 
     keras.utils.set_random_seed(0)
     return build_model(Config.from_dict(FBSD_TINY))
@@ -222,8 +222,8 @@ def test_fbsd_backbone_feeds_suppressed_maps_forward():
     original. With beta<1 the stride-8 map is unchanged (alpha=0) but the later maps change,
     because the suppressed stride-8 and stride-16 maps now flow into the next stages."""
     from landmarks.config import Config
-    from landmarks.fbsd_head import fbsd_backbone
-    from landmarks.models import BACKBONES
+    from landmarks.models.fbsd import fbsd_backbone
+    from landmarks.models.registry import BACKBONES
 
     config = Config.from_dict({"fbsd_alpha": 0.0, "fbsd_beta": 1.0})
     backbone = BACKBONES["efficientnet_b0"](config)
@@ -248,7 +248,7 @@ def test_fbsd_backbone_needs_three_strides():
 
     from landmarks.config import Config
     from landmarks.errors import ConfigError
-    from landmarks.fbsd_head import fbsd_backbone
+    from landmarks.models.fbsd import fbsd_backbone
 
     image = keras.Input((None, None, 3))
     x16 = keras.layers.Conv2D(4, 3, strides=16, padding="same")(image)

@@ -8,11 +8,11 @@ import json
 import numpy as np
 import pytest
 
-from landmarks.embedding import Embeddings, load_embeddings, save_embeddings
 from landmarks.errors import DataError
-from landmarks.inference import embed, predict_recognition, predict_retrieval, recognize
-from landmarks.recognition import non_landmark_penalties, penalised_knn
-from landmarks.rerank import database_augmentation, label_rerank, query_expansion
+from landmarks.inference.embedding import Embeddings, embed, load_embeddings, save_embeddings
+from landmarks.inference.predict import predict_recognition, predict_retrieval
+from landmarks.inference.recognition import non_landmark_penalties, penalised_knn, recognize
+from landmarks.inference.rerank import database_augmentation, label_rerank, query_expansion
 
 
 def _unit(rows, dim, seed):

@@ -1,4 +1,4 @@
-"""landmarks.kaggle_io against fake `kaggle` and `pip` executables that record their argv.
+"""landmarks.kaggle.client against fake `kaggle` and `pip` executables that record their argv.
 
 No network: a tmp folder holding the fakes is put first on PATH; each fake appends its argument
 list (one JSON line) to $FAKE_LOG and imitates the real tool's effect on disk.
@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from landmarks import kaggle_io
 from landmarks.cli import main
 from landmarks.errors import ConfigError, DataError, LandmarksError
+from landmarks.kaggle import client as kaggle_io
 
 SECRET = "s3cr3t-KEY-0123456789abcdef"
 

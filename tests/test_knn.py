@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from landmarks import knn_tf
 from landmarks.errors import DataError
-from landmarks.inference import knn
+from landmarks.inference import knn_tf
+from landmarks.inference.search import knn
 
 # Each back end, and the "tf" back end in both of its precisions.
 SEARCHES = {

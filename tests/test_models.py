@@ -9,14 +9,9 @@ import tensorflow as tf
 
 from landmarks.config import Config
 from landmarks.errors import ConfigError
-from landmarks.models import (
-    BACKBONES,
-    HEADS,
-    HeadOutput,
-    build_model,
-    feature_taps,
-    find_stride_taps,
-)
+from landmarks.models.build import build_model
+from landmarks.models.registry import BACKBONES, HEADS, HeadOutput
+from landmarks.models.taps import feature_taps, find_stride_taps
 
 COUNTS = [1, 2, 4, 8, 60]
 SIZES = (64, 96)

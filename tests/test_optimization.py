@@ -11,7 +11,7 @@ import pytest
 import tensorflow as tf
 
 from landmarks.errors import ConfigError
-from landmarks.optimization import ArcFaceCrossEntropy, make_optimizer, make_schedule
+from landmarks.training.optimization import ArcFaceCrossEntropy, make_optimizer, make_schedule
 
 
 def reference_lr(step, peak, total, warmup, floor):

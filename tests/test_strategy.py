@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from landmarks.errors import ConfigError
-from landmarks.strategy import detect_strategy, resolve_jit_compile, resolve_precision
+from landmarks.training.devices import detect_strategy
+from landmarks.training.precision import resolve_jit_compile, resolve_precision
 
 WORKER_SCRIPT = Path(__file__).with_name("multiworker_worker.py")
 
@@ -121,7 +122,7 @@ import tensorflow as tf
 cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
 import keras, numpy as np
-from landmarks.optimization import ArcFaceCrossEntropy, make_optimizer, make_schedule
+from landmarks.training.optimization import ArcFaceCrossEntropy, make_optimizer, make_schedule
 strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
 with strategy.scope():
     inputs = keras.Input((8,))

@@ -55,7 +55,7 @@ def tiny(records: Path, out: Path, **changes) -> Config:
 
 
 def reference_lr(step: int, config: Config) -> float:
-    """Warmup + cosine, written out by hand (see landmarks.optimization.make_schedule)."""
+    """Warmup + cosine, written out by hand (see landmarks.training.optimization.make_schedule)."""
     total = config.epochs * STEPS
     warmup = round(config.warmup_epochs * STEPS)
     peak, floor = config.learning_rate, config.min_learning_rate
@@ -74,21 +74,21 @@ def read_history(run_dir: Path) -> list[dict]:
 
 
 def test_unknown_backbone_is_named(tmp_path):
-    from landmarks.training import check_config
+    from landmarks.training.plan import check_config
 
     with pytest.raises(ConfigError, match="backbone: unknown 'resnet9'"):
         check_config(tiny(tmp_path, tmp_path, backbone="resnet9"))
 
 
 def test_image_size_must_be_a_multiple_of_32(tmp_path):
-    from landmarks.training import check_config
+    from landmarks.training.plan import check_config
 
     with pytest.raises(ConfigError, match="image_size: 100 is not a positive multiple of 32"):
         check_config(tiny(tmp_path, tmp_path, image_size=100))
 
 
 def test_global_batch_must_divide_by_the_replicas(records, tmp_path):
-    from landmarks.training import check_config
+    from landmarks.training.plan import check_config
 
     with pytest.raises(ConfigError, match="global_batch_size: 10 is not divisible by the 4"):
         check_config(tiny(records, tmp_path, global_batch_size=10), replicas=4)
@@ -97,7 +97,7 @@ def test_global_batch_must_divide_by_the_replicas(records, tmp_path):
 
 
 def test_missing_records_name_the_folder_and_pattern(tmp_path):
-    from landmarks.training import check_config
+    from landmarks.training.plan import check_config
 
     empty = tmp_path / "no-records"
     empty.mkdir()
@@ -107,14 +107,14 @@ def test_missing_records_name_the_folder_and_pattern(tmp_path):
 
 
 def test_missing_holdout_records_are_named(records, tmp_path):
-    from landmarks.training import check_config
+    from landmarks.training.plan import check_config
 
     with pytest.raises(ConfigError, match="holdout_split: no records .*valid-NNNNN"):
         check_config(tiny(records, tmp_path, validate_every=1, holdout_split="valid"))
 
 
 def test_labels_outside_num_classes_are_refused(records, tmp_path):
-    from landmarks.training import check_config
+    from landmarks.training.plan import check_config
 
     with pytest.raises(
         ConfigError, match=r"num_classes: 10, but .*label_map.csv has labels 0\.\.48"
@@ -123,7 +123,7 @@ def test_labels_outside_num_classes_are_refused(records, tmp_path):
 
 
 def test_plan_reads_classes_and_examples_from_the_records(records, mini_landmarks, tmp_path):
-    from landmarks.training import check_config
+    from landmarks.training.plan import check_config
 
     plan = check_config(tiny(records, tmp_path, steps_per_epoch=0, batch_size=16))
     train_csv = pd.read_csv(mini_landmarks / "train.csv")
@@ -154,7 +154,7 @@ def test_cli_prints_a_config_error_in_one_line(tmp_path, capsys):
 
 @pytest.fixture(scope="module")
 def trained_run(records, tmp_path_factory):
-    from landmarks.training import train
+    from landmarks.training.trainer import train
 
     out = tmp_path_factory.mktemp("train")
     config = tiny(records, out, epochs=3, validate_every=3, holdout_split="holdout")
@@ -254,7 +254,7 @@ def test_next_stage_starts_from_the_previous_runs_weights_at_another_size(traine
     """Staged training: init_from a finished run, at 96 px instead of 64, with a fresh schedule."""
     import keras
 
-    from landmarks.training import train
+    from landmarks.training.trainer import train
 
     previous, previous_dir = trained_run
     config = tiny(
@@ -276,7 +276,8 @@ PRESETS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"
 
 @pytest.mark.parametrize("path", PRESETS, ids=[p.name for p in PRESETS])
 def test_presets_are_small_and_valid(path):
-    from landmarks.models import BACKBONES, resolve_weights
+    from landmarks.models.registry import BACKBONES
+    from landmarks.models.weights import resolve_weights
 
     values = yaml.safe_load(path.read_text())
     defaults = Config().to_dict()

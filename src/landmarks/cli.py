@@ -111,12 +111,12 @@ def _register_kaggle(subparsers) -> None:
 
 
 def _run_kaggle(args) -> int:
-    from landmarks import kaggle_io
+    from landmarks.kaggle import client as kaggle_client
 
     if args.kaggle_action == "download":
-        competitions = args.competition or list(kaggle_io.DEFAULT_COMPETITIONS)
+        competitions = args.competition or list(kaggle_client.DEFAULT_COMPETITIONS)
         for competition in competitions:
-            folder = kaggle_io.download_competition(
+            folder = kaggle_client.download_competition(
                 competition,
                 os.path.join(args.out, competition),
                 unzip=not args.no_unzip,
@@ -133,12 +133,12 @@ def _run_kaggle(args) -> int:
             dir_mode=args.dir_mode,
         )
         if args.package:
-            dataset_id = kaggle_io.publish_package(args.slug, args.staging, **options)
+            dataset_id = kaggle_client.publish_package(args.slug, args.staging, **options)
         else:
-            dataset_id = kaggle_io.publish_dataset(args.folder, args.slug, **options)
+            dataset_id = kaggle_client.publish_dataset(args.folder, args.slug, **options)
         print(f"published https://www.kaggle.com/datasets/{dataset_id}")
     elif args.kaggle_action == "wheelhouse":
-        out = kaggle_io.build_wheelhouse(
+        out = kaggle_client.build_wheelhouse(
             args.out,
             args.requirements,
             python_version=args.python_version,
@@ -148,7 +148,7 @@ def _run_kaggle(args) -> int:
         )
         print(f"wheelhouse: {out}")
     else:
-        kaggle_io.submit(args.competition, args.file, args.message)
+        kaggle_client.submit(args.competition, args.file, args.message)
         print(f"submitted {args.file} to {args.competition}")
     return 0
 
@@ -338,7 +338,7 @@ def _register_train(subparsers) -> None:
 
 def _run_train(args) -> int:
     from landmarks.config import Config
-    from landmarks.training import train
+    from landmarks.training.trainer import train
 
     config = Config.load(args.config, args.overrides)
     print(f"run folder: {train(config)}")
@@ -361,7 +361,7 @@ def _register_infer(subparsers) -> None:
 
 def _run_infer(args) -> int:
     from landmarks.config import Config
-    from landmarks.inference import run_inference
+    from landmarks.inference.run import run_inference
 
     config = Config.load(args.config, args.overrides)
     run_inference(config, args.task, args.out)

@@ -69,7 +69,7 @@ def run_demo(
     run_dir = Path(config.run_dir)
     if run_dir.exists():
         shutil.rmtree(run_dir)  # the demo's own run folder: train afresh, never resume
-    from landmarks.training import train
+    from landmarks.training.trainer import train
 
     log(f"== training ({config.backbone}, {config.image_size} px, {config.epochs} epochs)")
     train(config)
@@ -127,8 +127,8 @@ def _untrained_config(trained: Config, folder: Path) -> Config:
     saved to folder/embed_model.keras (same config and seed as the training run)."""
     import keras
 
-    from landmarks.callbacks import save_keras_atomic
-    from landmarks.models import build_model
+    from landmarks.models.build import build_model
+    from landmarks.training.checkpoints import save_keras_atomic
 
     keras.utils.set_random_seed(trained.seed)
     _, embed_model = build_model(trained)
@@ -146,7 +146,7 @@ def _untrained_config(trained: Config, folder: Path) -> Config:
 def _infer_and_score(config: Config, out: Path, log) -> dict:
     """Recognition and retrieval submissions in `out`, scored against the demo's solutions."""
     from landmarks.evaluation import evaluate_files
-    from landmarks.inference import run_inference_tasks
+    from landmarks.inference.run import run_inference_tasks
 
     recognition = out / "submission.csv"
     retrieval = out / "retrieval_submission.csv"

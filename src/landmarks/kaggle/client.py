@@ -326,7 +326,7 @@ def publish_dataset(
 
 def project_root() -> Path:
     """The source tree of `landmarks` (holding pyproject.toml), for building its wheel."""
-    root = Path(__file__).resolve().parents[2]
+    root = Path(__file__).resolve().parents[3]
     if not (root / "pyproject.toml").is_file():
         raise ConfigError(
             f"no pyproject.toml in {root}: build the wheel from a checkout of the landmarks sources"

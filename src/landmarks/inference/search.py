@@ -4,7 +4,7 @@ For L2-normalised vectors the inner product is the cosine similarity, so `knn` r
 most similar index rows of every query, most similar first.
 
 Back ends:
-  "tf"          exact: chunked TensorFlow matmul + top_k (landmarks.knn_tf). Extra memory is
+  "tf"          exact: chunked TensorFlow matmul + top_k (landmarks.inference.knn_tf). Extra memory is
                 bounded by query_chunk x index_chunk similarities (plus the running top-k and,
                 on a GPU/TPU, the index kept on the device), so a 761k-row index and 117k
                 queries never need a [Q, N] matrix. Runs wherever TensorFlow places it.
@@ -50,7 +50,7 @@ def knn(
     k: 1 <= k <= N. chunk_size: queries per step; index_chunk_size: index rows per step ("tf",
     "numpy"); peak extra memory is about chunk_size * index_chunk_size * 4 bytes (32 MiB by
     default; raise both on a GPU/TPU). precision ("tf"): "float32", "bfloat16" (a bfloat16
-    screen whose kept rows are re-scored in float32; see landmarks.knn_tf) or "auto".
+    screen whose kept rows are re-scored in float32; see landmarks.inference.knn_tf) or "auto".
     nlist/nprobe: IVF cells and cells probed (nlist default 4*sqrt(N)); hnsw_m: HNSW links.
     Returns (similarities float32 [Q, k] descending per row, indices int64 [Q, k] into `index`).
     """
@@ -100,7 +100,7 @@ PRECISIONS = ("auto", "float32", "bfloat16")
 
 
 def _knn_tf(queries, index, k, chunk_size, index_chunk_size, precision):
-    from landmarks import knn_tf
+    from landmarks.inference import knn_tf
 
     if precision not in PRECISIONS:
         raise DataError(

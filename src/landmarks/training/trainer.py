@@ -3,15 +3,15 @@
 `train(config)` is the entry (also `python -m landmarks train --config F --set k=v`):
 
 1. check the configuration against the records before anything heavy (`check_config`);
-2. pick strategy, precision and XLA for the machine (landmarks.strategy);
+2. pick strategy, precision and XLA for the machine (landmarks.training.devices);
 3. build the models in the strategy scope with dynamic margins from the label map's class
    counts, compile with the warmup-cosine schedule, the backbone learning-rate multiplier,
-   global-norm clipping and float32 cross-entropy (landmarks.optimization);
+   global-norm clipping and float32 cross-entropy (landmarks.training.optimization);
 4. resume from the latest checkpoint of the run folder when there is one (weights, optimizer
    slots and iterations, so the schedule goes on where it stopped) or, for a new staged run,
    load the weights of `init_from`;
 5. fit with a checkpoint per epoch, history.csv, NaN stop and a validation GAP every
-   `validate_every` epochs (landmarks.callbacks);
+   `validate_every` epochs (landmarks.training.callbacks);
 6. write embed_model.keras (the last epoch), config.yaml, curves.png in the run folder.
 """
 
@@ -21,178 +21,8 @@ import dataclasses
 import os
 
 from landmarks.config import Config
-from landmarks.errors import ConfigError, DataError
-
-# Keys that fix the shapes of the model's weights: a resumed run must not change them.
-SHAPE_KEYS = ("backbone", "head", "embedding_dim", "local_dim", "num_classes", "arcface_k")
-
-
-@dataclasses.dataclass
-class TrainingPlan:
-    """What `check_config` found: everything `train` needs besides the strategy.
-
-    train_files / holdout_files: shard paths; num_classes: resolved (label map when 0);
-    class_counts: int64 [num_classes] images per label (for dynamic margins);
-    train_examples: records in the training split; per_replica_batch, global_batch: examples;
-    steps_per_epoch: optimizer steps per epoch; total_steps: steps the schedule spans.
-    """
-
-    train_files: list
-    holdout_files: list
-    num_classes: int
-    class_counts: object
-    train_examples: int
-    per_replica_batch: int
-    global_batch: int
-    steps_per_epoch: int
-    total_steps: int
-    warmup_steps: int
-
-
-def count_examples(records_dir: str, split: str, files: list) -> int:
-    """Records of `split`: from manifest.json when it says, else by reading the shards once."""
-    counted = _manifest_count(records_dir, split)
-    if counted is not None:
-        return counted
-    import tensorflow as tf
-
-    return int(tf.data.TFRecordDataset(files).reduce(0, lambda n, _: n + 1).numpy())
-
-
-def _manifest_count(records_dir: str, split: str) -> int | None:
-    """Example count of `split` in manifest.json (landmarks.data.tfrecords), if there is one."""
-    import tensorflow as tf
-
-    from landmarks.data.tfrecords import read_manifest
-
-    if not tf.io.gfile.exists(os.path.join(records_dir, "manifest.json")):
-        return None
-    split_info = read_manifest(records_dir).get("splits", {}).get(split, {})
-    count = split_info.get("examples")
-    return int(count) if count is not None else None
-
-
-def check_config(config: Config, replicas: int = 1) -> TrainingPlan:
-    """Fail fast with a ConfigError naming the setting, folder or file at fault.
-
-    Checks: backbone known; image_size a positive multiple of 32; batch sizes (global batch
-    divisible by `replicas`); epochs, validation settings; training records present (names the
-    folder and shard pattern); label map present, labels in [0, num_classes).
-    """
-    from landmarks.models import BACKBONES
-
-    if config.backbone not in BACKBONES:
-        known = ", ".join(sorted(BACKBONES))
-        raise ConfigError(f"backbone: unknown {config.backbone!r}; known: {known}")
-    if config.image_size <= 0 or config.image_size % 32:
-        raise ConfigError(
-            f"image_size: {config.image_size} is not a positive multiple of 32 "
-            f"(the backbone downsamples by 32); try {max(32, round(config.image_size / 32) * 32)}"
-        )
-    if replicas < 1:
-        raise ConfigError(f"internal: replica count {replicas}")
-    if config.global_batch_size:
-        if config.global_batch_size < 0 or config.global_batch_size % replicas:
-            raise ConfigError(
-                f"global_batch_size: {config.global_batch_size} is not divisible by the "
-                f"{replicas} replicas of this machine; use a multiple of {replicas}"
-            )
-        per_replica = config.global_batch_size // replicas
-    else:
-        if config.batch_size < 1:
-            raise ConfigError(f"batch_size: must be >= 1 (per replica), got {config.batch_size}")
-        per_replica = config.batch_size
-    global_batch = per_replica * replicas
-    if config.epochs < 1:
-        raise ConfigError(f"epochs: must be >= 1, got {config.epochs}")
-    if not 0 <= config.stop_after_epochs <= config.epochs:
-        raise ConfigError(
-            f"stop_after_epochs: must be between 0 and epochs ({config.epochs}), "
-            f"got {config.stop_after_epochs}"
-        )
-    if config.steps_per_execution < 1:
-        raise ConfigError(f"steps_per_execution: must be >= 1, got {config.steps_per_execution}")
-    if config.warmup_epochs < 0:
-        raise ConfigError(f"warmup_epochs: must be >= 0, got {config.warmup_epochs}")
-    if config.validate_every < 0:
-        raise ConfigError(f"validate_every: must be >= 0 (0 = never), got {config.validate_every}")
-
-    import tensorflow as tf
-
-    from landmarks.data.tfrecords import read_label_map
-
-    train_files = _shards_or_error(config.records_dir, config.train_split, "records_dir")
-    holdout_files = []
-    if config.validate_every and config.holdout_split:
-        holdout_files = _shards_or_error(config.records_dir, config.holdout_split, "holdout_split")
-    label_map_path = os.path.join(config.records_dir, "label_map.csv")
-    if not tf.io.gfile.exists(label_map_path):
-        raise ConfigError(
-            f"records_dir: no label map {label_map_path}; the records were not written by "
-            "`python -m landmarks prepare --split train`"
-        )
-    label_map = read_label_map(config.records_dir)
-    if len(label_map) == 0:
-        raise DataError(f"{os.path.join(config.records_dir, 'label_map.csv')}: no rows")
-    labels = label_map["label"].to_numpy()
-    max_label = int(labels.max())
-    num_classes = config.num_classes or max_label + 1
-    if int(labels.min()) < 0 or max_label >= num_classes:
-        raise ConfigError(
-            f"num_classes: {num_classes}, but {os.path.join(config.records_dir, 'label_map.csv')} "
-            f"has labels {int(labels.min())}..{max_label}; set num_classes: 0 (from the label "
-            f"map) or at least {max_label + 1}"
-        )
-    import numpy as np
-
-    class_counts = np.zeros(num_classes, dtype=np.int64)
-    class_counts[labels] = label_map["count"].to_numpy()
-
-    train_examples = count_examples(config.records_dir, config.train_split, train_files)
-    if config.steps_per_epoch:
-        steps_per_epoch = config.steps_per_epoch
-    else:
-        steps_per_epoch = train_examples // global_batch
-        if steps_per_epoch < 1:
-            raise ConfigError(
-                f"batch_size: global batch {global_batch} is larger than the {train_examples} "
-                f"training records in {config.records_dir}; lower batch_size or set steps_per_epoch"
-            )
-    total_steps = steps_per_epoch * config.epochs
-    warmup_steps = int(round(config.warmup_epochs * steps_per_epoch))
-    return TrainingPlan(
-        train_files=train_files,
-        holdout_files=holdout_files,
-        num_classes=num_classes,
-        class_counts=class_counts,
-        train_examples=train_examples,
-        per_replica_batch=per_replica,
-        global_batch=global_batch,
-        steps_per_epoch=steps_per_epoch,
-        total_steps=total_steps,
-        warmup_steps=warmup_steps,
-    )
-
-
-def _shards_or_error(records_dir: str, split: str, key: str) -> list[str]:
-    """Shards of `split`, or a ConfigError naming `key`, the folder and the shard pattern."""
-    from landmarks.data.tfrecords import list_shards
-
-    pattern = os.path.join(records_dir, f"{split}-NNNNN-of-NNNNN.tfrec")
-    try:
-        files = list_shards(records_dir, split)
-    except DataError as error:
-        files, reason = [], f" ({error})"
-    else:
-        reason = ""
-    if not files:
-        hint = (
-            f"write them with `python -m landmarks prepare --split train --out {records_dir}`"
-            if key == "records_dir"
-            else "prepare with --holdout > 0, or set validate_every=0 or holdout_split=''"
-        )
-        raise ConfigError(f"{key}: no records {pattern}{reason}; {hint}")
-    return files
+from landmarks.errors import ConfigError
+from landmarks.training.plan import SHAPE_KEYS, TrainingPlan, check_config
 
 
 def backbone_variables(train_model) -> list:
@@ -244,13 +74,10 @@ def train(config: Config, *, verbose: int = 2) -> str:
     import keras
     import tensorflow as tf
 
-    from landmarks import callbacks as cb
-    from landmarks.strategy import (
-        detect_strategy,
-        multi_worker_trainer,
-        resolve_jit_compile,
-        resolve_precision,
-    )
+    from landmarks.training import callbacks as cb
+    from landmarks.training import checkpoints
+    from landmarks.training.devices import detect_strategy, multi_worker_trainer
+    from landmarks.training.precision import resolve_jit_compile, resolve_precision
 
     setup = detect_strategy()
     plan = check_config(config, replicas=setup.replicas)
@@ -278,7 +105,7 @@ def train(config: Config, *, verbose: int = 2) -> str:
         resuming = tf.train.latest_checkpoint(checkpoint_dir) is not None
         init_from = "" if resuming else config.init_from
         parts = _build_and_compile(resolved, plan, jit_compile, init_from=init_from)
-        checkpoint = cb.RunCheckpoint(
+        checkpoint = checkpoints.RunCheckpoint(
             checkpoint_dir, parts.model, parts.optimizer, is_chief=setup.is_chief
         )
         start_epoch = checkpoint.restore_latest()
@@ -334,7 +161,7 @@ def train(config: Config, *, verbose: int = 2) -> str:
         nan_stop.raise_if_stopped(checkpoint_dir)
 
     if setup.is_chief:
-        cb.save_keras_atomic(parts.embed_model, os.path.join(run_dir, "embed_model.keras"))
+        checkpoints.save_keras_atomic(parts.embed_model, os.path.join(run_dir, "embed_model.keras"))
         _plot_curves(history_path, os.path.join(run_dir, "curves.png"))
     return run_dir
 
@@ -356,9 +183,9 @@ def _build_and_compile(
 ) -> _Compiled:
     """build_model with dynamic margins from the class counts, weights of `init_from` (a run of
     an earlier stage) when given, then compile; the optimizer is built."""
-    from landmarks.callbacks import restore_model_weights
-    from landmarks.models import build_model
-    from landmarks.optimization import (
+    from landmarks.models.build import build_model
+    from landmarks.training.checkpoints import restore_model_weights
+    from landmarks.training.optimization import (
         ArcFaceCrossEntropy,
         exclude_vectors_from_decay,
         make_optimizer,
@@ -408,7 +235,7 @@ def _compile(model, parts: _Compiled, config: Config, jit_compile: bool) -> None
 
 
 def _validation_callback(config: Config, plan: TrainingPlan, setup, embed_model, history):
-    from landmarks.callbacks import ValidationGAP, compiled_embedder
+    from landmarks.training.callbacks import ValidationGAP, compiled_embedder
 
     previous = [float(r["val_gap"]) for r in history.rows if r.get("val_gap")]
     return ValidationGAP(

@@ -16,7 +16,8 @@ import keras
 from landmarks.config import Config
 from landmarks.errors import ConfigError
 from landmarks.layers.conformer import CONFORMER_PRESETS, conformer_backbone
-from landmarks.models import BACKBONES, load_weights_file, resolve_weights
+from landmarks.models.registry import BACKBONES
+from landmarks.models.weights import load_weights_file, resolve_weights
 
 # ImageNet statistics of [0, 1] images (timm/DeiT preprocessing of the official code).
 IMAGENET_MEAN = (0.485, 0.456, 0.406)

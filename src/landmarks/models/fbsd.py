@@ -23,7 +23,7 @@ import keras
 from landmarks.config import Config
 from landmarks.errors import ConfigError
 from landmarks.layers.fbsd import FBSM, FBSDHead
-from landmarks.models import BACKBONE_ADAPTERS, HeadOutput, register_head
+from landmarks.models.registry import BACKBONE_ADAPTERS, HeadOutput, register_head
 
 # Strides the head uses and the number of FBSM strips at each (the paper's 8, 4, 2).
 FBSD_STRIPS = {8: 8, 16: 4, 32: 2}

@@ -20,7 +20,7 @@ from __future__ import annotations
 import numpy as np
 
 from landmarks.errors import DataError
-from landmarks.knn import knn
+from landmarks.inference.search import knn
 
 
 def recognize(
