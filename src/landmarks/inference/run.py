@@ -39,14 +39,17 @@ def run_inference_tasks(config, outputs: dict[str, str], *, log=print) -> dict[s
         if task not in ("recognition", "retrieval"):
             raise ConfigError(f"task must be recognition or retrieval, got {task!r}")
     _check_inference_config(config)
+    from landmarks.inference.forward import compiled_forward
+
     model = load_embed_model(config)
+    forward = compiled_forward(model)
     cache = os.path.join(config.run_dir, "embeddings")
     embedded: dict[str, Embeddings] = {}
 
     def get(split: str) -> Embeddings:
         if split not in embedded:
             log(f"embedding {split} ...")
-            embedded[split] = embed_split(model, config, split)
+            embedded[split] = embed_split(forward, config, split)
             save_embeddings(
                 os.path.join(cache, f"{split}.npz"), embedded[split], dtype=config.embed_dtype
             )
@@ -59,7 +62,7 @@ def run_inference_tasks(config, outputs: dict[str, str], *, log=print) -> dict[s
     if needs_train:
         train = get("train")
         train_landmarks = train_landmark_ids(config, train)
-        non_landmarks = non_landmark_vectors(model, config, log)
+        non_landmarks = non_landmark_vectors(forward, config, log)
         if non_landmarks is not None:
             penalties = non_landmark_penalties(
                 train.vectors, non_landmarks, config.non_landmark_top_n, backend=config.knn_backend
@@ -133,7 +136,7 @@ def load_embed_model(config):
 
 
 def embed_split(model, config, split: str) -> Embeddings:
-    """Embeddings of a split ("train" = train + holdout records; "test"/"index" = records when
+    """Embeddings of a split with `model` (a Keras model or a compiled forward) ("train" = train + holdout records; "test"/"index" = records when
     present, else the image folder), with the config's flip and scale TTA."""
     factory = _dataset_factory(config, split)
     return embed(model, factory, tta_flip=config.tta_flip, scales=tuple(config.tta_scales))
