@@ -22,9 +22,9 @@ Precision and XLA: landmarks.training.precision.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
-import contextlib
 from dataclasses import dataclass
 
 from landmarks.errors import ConfigError
