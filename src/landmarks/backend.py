@@ -73,8 +73,9 @@ def _installed(distribution: str) -> bool:
 
 def decide_backend(requested: str | None = None, machine: Machine | None = None) -> BackendDecision:
     """The backend for `requested` ("jax", "tensorflow", "auto" or None) on `machine` (default:
-    this one); see the module docstring. ConfigError for an unknown or unsupported name."""
+    this one; "" is None); see the module docstring. ConfigError for an unknown name."""
     machine = machine or Machine.this_one()
+    requested = requested or None
     if requested is not None and requested not in CHOICES:
         raise ConfigError(f"--backend: {requested!r} is not one of {', '.join(CHOICES)}")
     if requested in BACKENDS:

@@ -23,6 +23,7 @@ Precision and XLA: landmarks.training.precision.
 from __future__ import annotations
 
 import contextlib
+import glob
 import json
 import os
 from dataclasses import dataclass
@@ -140,6 +141,8 @@ def _multi_host_jax() -> bool:
 def keep_tensorflow_off_accelerators() -> None:
     """Hide the GPUs from TensorFlow (JAX drives them; tf.data only reads the records), before
     TensorFlow initialises its devices; a no-op when it already has."""
+    if not glob.glob("/dev/nvidia[0-9]*"):
+        return  # no GPU to hide (and asking TensorFlow would log a failed CUDA start)
     import tensorflow as tf
 
     try:

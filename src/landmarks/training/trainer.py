@@ -155,6 +155,7 @@ def train(config: Config, *, verbose: int = 2) -> str:
                 epochs=last_epoch,
                 initial_epoch=start_epoch,
                 steps_per_epoch=plan.steps_per_epoch,
+                shuffle=False,  # the records are shuffled by the input pipeline
                 callbacks=callbacks,
                 verbose=verbose,
             )
