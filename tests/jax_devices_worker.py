@@ -1,7 +1,8 @@
 """One training run of tests/test_jax_devices.py, on however many JAX CPU devices XLA_FLAGS
 (--xla_force_host_platform_device_count=N) simulates.
 
-Run as `python tests/jax_devices_worker.py RECORDS_DIR OUTPUT_DIR` with KERAS_BACKEND=jax. Trains
+Run as `python tests/jax_devices_worker.py RECORDS_DIR OUTPUT_DIR [STOP_AFTER_EPOCHS]` with
+KERAS_BACKEND=jax (tests/test_cross_backend.py also runs it on TensorFlow). Trains
 (or resumes) OUTPUT_DIR/run through landmarks.training.train with a tiny registered backbone
 that has a BatchNorm (so that batch statistics over a sharded batch are exercised), a GeM head,
 a global batch of 16, 3 epochs of 4 steps, and a validation GAP every epoch.
@@ -30,7 +31,7 @@ def tiny_backbone(config):
     return feature_taps(network, [keras.layers.Rescaling(1 / 255.0, name="scale")])
 
 
-def config(records_dir: str, output_dir: str) -> Config:
+def config(records_dir: str, output_dir: str, stop_after_epochs: int = 0) -> Config:
     return Config.from_dict(
         {
             "records_dir": records_dir,
@@ -44,6 +45,7 @@ def config(records_dir: str, output_dir: str) -> Config:
             "augment": "none",
             "steps_per_epoch": 4,
             "epochs": 3,
+            "stop_after_epochs": stop_after_epochs,
             "learning_rate": 3e-3,
             "warmup_epochs": 0.5,
             "validate_every": 1,
@@ -55,4 +57,5 @@ def config(records_dir: str, output_dir: str) -> Config:
 
 if __name__ == "__main__":
     BACKBONES["tiny_bn"] = tiny_backbone
-    train(config(sys.argv[1], sys.argv[2]), verbose=2)
+    stop_after = int(sys.argv[3]) if len(sys.argv) > 3 else 0
+    train(config(sys.argv[1], sys.argv[2], stop_after), verbose=2)

@@ -92,4 +92,5 @@ def test_eight_devices_match_one_and_resume_on_four_after_a_kill(mini_records, t
     rows = _history(eight)
     assert [int(r["step"]) for r in rows] == [STEPS, 2 * STEPS, 3 * STEPS]
     assert [r["learning_rate"] for r in rows] == [r["learning_rate"] for r in reference]
-    assert (eight / "run" / "embed_model.keras").exists()
+    for name in ("embed_model.keras", "best_embed_model.keras", "curves.png", "config.yaml"):
+        assert (eight / "run" / name).stat().st_size > 0, name

@@ -164,7 +164,6 @@ def trained_run(records, tmp_path_factory):
 
 
 @pytest.mark.slow
-@pytest.mark.backends
 def test_a_few_steps_lower_the_loss(trained_run):
     _, run_dir = trained_run
     losses = [float(row["loss"]) for row in read_history(run_dir)]
@@ -173,7 +172,6 @@ def test_a_few_steps_lower_the_loss(trained_run):
 
 
 @pytest.mark.slow
-@pytest.mark.backends
 def test_run_folder_holds_model_config_history_and_curves(trained_run):
     import keras
 
@@ -223,7 +221,6 @@ def _saved_step_and_epochs(checkpoint: Path) -> tuple[int, int]:
 
 
 @pytest.mark.slow
-@pytest.mark.backends
 def test_killed_run_resumes_at_the_right_epoch_and_schedule_step(records, tmp_path):
     epochs = 3
     config = tiny(records, tmp_path / "out", epochs=epochs)
@@ -270,7 +267,6 @@ def test_killed_run_resumes_at_the_right_epoch_and_schedule_step(records, tmp_pa
 
 
 @pytest.mark.slow
-@pytest.mark.backends
 def test_next_stage_starts_from_the_previous_runs_weights_at_another_size(trained_run, tmp_path):
     """Staged training: init_from a finished run, at 96 px instead of 64, with a fresh schedule."""
     import keras
