@@ -96,42 +96,11 @@ def test_eight_devices_match_one_and_resume_on_four_after_a_kill(mini_records, t
         assert (eight / "run" / name).stat().st_size > 0, name
 
 
-DATA_PARALLEL_SCRIPT = """
-import json
-import keras, numpy as np
-from landmarks.training.devices import detect_strategy
-from landmarks.training.optimization import ArcFaceCrossEntropy, make_optimizer, make_schedule
-setup = detect_strategy()
-with setup.scope():
-    inputs = keras.Input((8,))
-    backbone = keras.Sequential([keras.Input((8,)), keras.layers.Dense(16)], name="backbone")
-    head = keras.layers.Dense(4, name="head")
-    model = keras.Model(inputs, head(backbone(inputs)))
-    optimizer = make_optimizer("adamw", make_schedule(0.05, 8, 2, 0.0), weight_decay=0.1,
-        clip_norm=5.0, backbone_variables=backbone.trainable_variables, backbone_lr_multiplier=0.0)
-    model.compile(optimizer=optimizer, loss=ArcFaceCrossEntropy())
-    frozen = [v.numpy().copy() for v in backbone.trainable_variables]
-    moving = [v.numpy().copy() for v in head.trainable_variables]
-    rng = np.random.default_rng(0)
-    x = rng.normal(size=(128, 8)).astype("float32")
-    y = np.argmax(x @ rng.normal(size=(8, 4)), 1).astype("int32")
-    model.fit(x, y, batch_size=16, epochs=1, verbose=0, shuffle=False)
-print(json.dumps({
-    "setup": str(setup),
-    "iterations": int(optimizer.iterations.numpy()),
-    "backbone_change": max(float(np.abs(v.numpy() - b).max())
-                           for v, b in zip(backbone.trainable_variables, frozen)),
-    "head_change": max(float(np.abs(v.numpy() - b).max())
-                       for v, b in zip(head.trainable_variables, moving)),
-}))
-"""
-
-
 def test_backbone_multiplier_under_data_parallel_on_four_devices():
     """Multiplier 0 freezes the backbone (decay included) while the head trains, with the
     variables replicated over 4 devices and each batch split across them."""
     result = subprocess.run(
-        [sys.executable, "-c", DATA_PARALLEL_SCRIPT],
+        [sys.executable, str(Path(__file__).with_name("multiplier_worker.py"))],
         env=_env(4),
         capture_output=True,
         text=True,
