@@ -12,19 +12,20 @@ from landmarks.inference.embedding import (
     Embeddings,
     embed,
     save_embeddings,
-    scaled_size,
 )
 from landmarks.inference.predict import predict_recognition, predict_retrieval
 from landmarks.inference.recognition import non_landmark_penalties
 from landmarks.inference.search import BACKENDS
+from landmarks.inference.sources import check_embedded_ids, image_files, split_images
 
 
 def run_inference(config, task: str, out_path: str, *, log=print) -> dict:
     """Embed with the run's embed_model, predict, write a validated submission to `out_path`.
 
     Recognition: test queries vote over the train (+ holdout) records. Retrieval: test queries
-    rank the index images (top 100). Test/index images come from test-*/index-* records in
-    config.records_dir when present, else from the image folders in config.data_dir.
+    rank the index images (top 100). Test/index images come from the image folders in
+    config.data_dir (or, with image_source "records", from records checked against those
+    folders; see landmarks.inference.sources).
     Returns a summary dict (task, queries, out, embeddings folder).
     """
     return run_inference_tasks(config, {task: out_path}, log=log)[task]
@@ -46,7 +47,7 @@ def run_inference_tasks(config, outputs: dict[str, str], *, log=print) -> dict[s
     def get(split: str) -> Embeddings:
         if split not in embedded:
             log(f"embedding {split} ...")
-            embedded[split] = embed_split(model, config, split)
+            embedded[split] = embed_split(model, config, split, log=log)
             save_embeddings(
                 os.path.join(cache, f"{split}.npz"), embedded[split], dtype=config.embed_dtype
             )
@@ -132,45 +133,17 @@ def load_embed_model(config):
     return keras.saving.load_model(path, compile=False)
 
 
-def embed_split(model, config, split: str) -> Embeddings:
-    """Embeddings of a split ("train" = train + holdout records; "test"/"index" = records when
-    present, else the image folder), with the config's flip and scale TTA."""
-    factory = _dataset_factory(config, split)
-    return embed(model, factory, tta_flip=config.tta_flip, scales=tuple(config.tta_scales))
-
-
-def _dataset_factory(config, split: str):
-    """A callable scale -> tf.data.Dataset decoding the split's images at that scale."""
-    from landmarks.data import pipeline
-
-    files = _record_files(config, split)
-    if files:
-        return lambda scale: pipeline.make_embed_dataset(
-            files, scaled_size(config.image_size, scale), config.batch_size
-        )
-    if split == "train":
-        raise DataError(f"{config.records_dir}: no {config.train_split} records; run prepare")
-    from landmarks.data.gldv2 import list_split_images
-
-    table = list_split_images(config.data_dir, split)
-    paths, ids = list(table["path"]), list(table["id"])
-    return lambda scale: pipeline.make_embed_dataset_from_files(
-        paths, ids, scaled_size(config.image_size, scale), config.batch_size
+def embed_split(model, config, split: str, *, log=print) -> Embeddings:
+    """Embeddings of a split, with the config's flip and scale TTA; its images come from where
+    landmarks.inference.sources says (train: the records; test/index: the data folder, or
+    records checked against it). Logs the source."""
+    images = split_images(config, split)
+    log(f"{split}: {images.description}")
+    embedded = embed(
+        model, images.make_dataset, tta_flip=config.tta_flip, scales=tuple(config.tta_scales)
     )
-
-
-def _record_files(config, split: str) -> list[str]:
-    """Shard paths of `split` (train: train + holdout shards); [] when the records lack it."""
-    from landmarks.data.tfrecords import list_shards
-
-    names = [config.train_split, config.holdout_split] if split == "train" else [split]
-    files: list[str] = []
-    for name in filter(None, names):
-        try:
-            files += list_shards(config.records_dir, name)
-        except DataError:
-            continue
-    return files
+    check_embedded_ids(images, embedded.ids)
+    return embedded
 
 
 def train_landmark_ids(config, train: Embeddings) -> np.ndarray:
@@ -200,8 +173,6 @@ def non_landmark_vectors(model, config, log=print) -> np.ndarray | None:
         return None
     import tensorflow as tf
 
-    from landmarks.data import pipeline
-
     paths = sorted(
         os.path.join(folder, name)
         for folder, _, names in tf.io.gfile.walk(config.non_landmark_dir)
@@ -212,11 +183,7 @@ def non_landmark_vectors(model, config, log=print) -> np.ndarray | None:
         raise DataError(f"non_landmark_dir {config.non_landmark_dir}: no .jpg images found")
     ids = [os.path.splitext(os.path.basename(path))[0] for path in paths]
 
-    def factory(scale):
-        return pipeline.make_embed_dataset_from_files(
-            paths, ids, scaled_size(config.image_size, scale), config.batch_size
-        )
-
+    factory = image_files(config, paths, ids)
     vectors = embed(model, factory, tta_flip=config.tta_flip, scales=tuple(config.tta_scales))
     log(f"non-landmark penalty: {len(vectors)} photos from {config.non_landmark_dir}")
     return vectors.vectors
