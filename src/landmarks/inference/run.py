@@ -79,9 +79,15 @@ def run_inference_tasks(config, outputs: dict[str, str], *, log=print) -> dict[s
 
     summaries = {}
     for task, out_path in outputs.items():
+        missing = list(test.unreadable)  # queries whose image could not be read
         if task == "recognition":
             landmarks, confidences = recognise(test.vectors)
-            write_recognition_submission(out_path, test.ids, landmarks, confidences)
+            write_recognition_submission(
+                out_path,
+                [*test.ids, *missing],
+                np.concatenate([landmarks, np.full(len(missing), -1)]),
+                np.concatenate([confidences, np.zeros(len(missing))]),
+            )
         else:
             index = get("index")
             query_landmarks = index_landmarks = None
@@ -97,9 +103,13 @@ def run_inference_tasks(config, outputs: dict[str, str], *, log=print) -> dict[s
                 query_landmarks=query_landmarks,
                 index_landmarks=index_landmarks,
             )
-            write_retrieval_submission(out_path, test.ids, index.ids[ranked], index_ids=index.ids)
-        log(f"wrote {out_path} ({len(test)} queries)")
-        summaries[task] = {"task": task, "queries": len(test), "out": out_path, "embeddings": cache}
+            rankings = [*map(list, index.ids[ranked]), *([] for _ in missing)]
+            write_retrieval_submission(
+                out_path, [*test.ids, *missing], rankings, index_ids=index.ids
+            )
+        queries = len(test) + len(missing)
+        log(f"wrote {out_path} ({queries} queries)")
+        summaries[task] = {"task": task, "queries": queries, "out": out_path, "embeddings": cache}
     return summaries
 
 
@@ -137,12 +147,24 @@ def embed_split(model, config, split: str, *, log=print) -> Embeddings:
     """Embeddings of a split, with the config's flip and scale TTA; its images come from where
     landmarks.inference.sources says (train: the records; test/index: the data folder, or
     records checked against it). Logs the source."""
+    from landmarks.data.record_check import naming_bad_records
+
     images = split_images(config, split)
     log(f"{split}: {images.description}")
-    embedded = embed(
-        model, images.make_dataset, tta_flip=config.tta_flip, scales=tuple(config.tta_scales)
-    )
-    check_embedded_ids(images, embedded.ids)
+    with naming_bad_records(images.record_files, log=log):
+        embedded = embed(
+            model, images.make_dataset, tta_flip=config.tta_flip, scales=tuple(config.tta_scales)
+        )
+    unreadable = check_embedded_ids(images, embedded.ids)
+    if unreadable:
+        named = ", ".join(unreadable[:5]) + (
+            f" and {len(unreadable) - 5} more" if len(unreadable) > 5 else ""
+        )
+        log(
+            f"warning: {len(unreadable)} {split} image(s) could not be read and are left out "
+            f"(their queries get an empty prediction): {named}"
+        )
+        embedded.unreadable = tuple(unreadable)
     return embedded
 
 

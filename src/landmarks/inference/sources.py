@@ -14,6 +14,11 @@
                      before any submission is written. Stale records stop the run with an
                      error naming both counts.
 
+A test or index image file that cannot be read or decoded does not stop the run (at scoring
+time a crash is a failed submission): it is left out of the embeddings, named on the console,
+and its query gets an empty prediction. A record that cannot be read stops the run with an
+error naming its shard and id (landmarks.data.record_check): records are rebuilt, not patched.
+
 `split_images(config, split)` says which source a split uses (its `description` is printed by
 `infer`); `check_embedded_ids` is the after-embedding check.
 """
@@ -35,14 +40,15 @@ class SplitImages:
 
     description: one line for the console, e.g. "20 images in input/x/test (folder)".
     make_dataset: scale -> tf.data.Dataset of {"image", "id", "label"} batches at that scale.
-    expected_ids: the ids the embeddings must have (the folder's ids, when the images are read
-        from records), or None when the source is the reference itself.
+    folder_ids: the ids of the split's image folder (None for train, which has no folder).
+    record_files: the shards read (empty when the images are read from the folder).
     """
 
     split: str
     description: str
     make_dataset: Callable
-    expected_ids: frozenset[str] | None = None
+    folder_ids: frozenset[str] | None = None
+    record_files: tuple[str, ...] = ()
 
 
 def split_images(config, split: str) -> SplitImages:
@@ -56,7 +62,10 @@ def split_images(config, split: str) -> SplitImages:
         if not files:
             raise DataError(f"{config.records_dir}: no {config.train_split} records; run prepare")
         return SplitImages(
-            split, f"{config.train_split} records in {config.records_dir}", _records(config, files)
+            split,
+            f"{config.train_split} records in {config.records_dir}",
+            _records(config, files),
+            record_files=tuple(files),
         )
     table = _folder_table(config, split)
     if config.image_source == "folder":
@@ -64,6 +73,7 @@ def split_images(config, split: str) -> SplitImages:
             split,
             f"{len(table)} images in {config.data_dir}/{split} (image_source: folder)",
             image_files(config, list(table["path"]), list(table["id"])),
+            folder_ids=frozenset(table["id"]),
         )
     files = record_files(config, split)
     folder = f"{config.data_dir}/{split}"
@@ -87,21 +97,26 @@ def split_images(config, split: str) -> SplitImages:
         f"{recorded} {split} records in {config.records_dir} (image_source: records; ids "
         f"checked against {folder})",
         _records(config, files),
-        frozenset(table["id"]),
+        folder_ids=frozenset(table["id"]),
+        record_files=tuple(files),
     )
 
 
-def check_embedded_ids(images: SplitImages, ids) -> None:
-    """DataError when the embedded `ids` are not exactly `images.expected_ids` (if it is set)."""
-    if images.expected_ids is None:
-        return
+def check_embedded_ids(images: SplitImages, ids) -> list[str]:
+    """The folder ids that were not embedded because their file could not be read (sorted;
+    empty when every image was). Records that do not hold exactly the folder's ids raise a
+    DataError naming both counts and a few ids of each side."""
+    if images.folder_ids is None:
+        return []
     got = {str(i) for i in ids}
-    if got == images.expected_ids:
-        return
-    only_records = sorted(got - images.expected_ids)
-    only_folder = sorted(images.expected_ids - got)
+    only_folder = sorted(images.folder_ids - got)
+    if not images.record_files:
+        return only_folder  # files left out by the pipeline: unreadable
+    if got == images.folder_ids:
+        return []
+    only_records = sorted(got - images.folder_ids)
     raise DataError(
-        f"the {images.split} records hold {len(got)} images, the folder {len(images.expected_ids)}, "
+        f"the {images.split} records hold {len(got)} images, the folder {len(images.folder_ids)}, "
         f"and they differ: {len(only_records)} ids only in the records "
         f"({', '.join(only_records[:IDS_NAMED]) or '-'}), {len(only_folder)} only in the folder "
         f"({', '.join(only_folder[:IDS_NAMED]) or '-'}); the records are stale: rebuild them, or "
