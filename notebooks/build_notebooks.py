@@ -291,6 +291,9 @@ config.update(
 )"""),
     new_markdown_cell("""\
 ## Embed, search, submit
+Test (and index) images are read from `DATA_DIR/test` (`DATA_DIR/index`): at scoring time
+Kaggle swaps the hidden test set into that folder and reruns this notebook, so records of the
+public test set would give a wrong submission. The output says where each split came from.
 Recognition: each test image votes over its `knn_k` nearest training images (the landmark
 with the largest summed similarity wins; that sum is the confidence). Retrieval: the 100
 nearest index images. The submission is validated before it is written."""),

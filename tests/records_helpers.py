@@ -97,3 +97,28 @@ def read_records(files) -> list[dict]:
 def decode(data: bytes) -> np.ndarray:
     """uint8 [H, W, 3] decoded by Pillow."""
     return np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+
+
+def random_scan_data(jpeg: bytes, size: int = 2000, seed: int = 5) -> bytes:
+    """Issue 16 B1: the header and end marker of `jpeg` around `size` random scan-data bytes
+    (TensorFlow's decoder refuses it; Pillow reads its header)."""
+    sos = jpeg.index(b"\xff\xda")
+    start = sos + 2 + int.from_bytes(jpeg[sos + 2 : sos + 4], "big")
+    noise = np.random.default_rng(seed).integers(0, 256, size, dtype=np.uint8).tobytes()
+    return jpeg[:start] + noise + b"\xff\xd9"
+
+
+def replace_image_in_shard(shard: Path, position: int, data: bytes) -> str:
+    """Rewrite the TFRecord `shard` with the image bytes of record `position` replaced by
+    `data` (plain TensorFlow, not the package's writer); returns that record's id."""
+    import tensorflow as tf
+
+    raws = [raw.numpy() for raw in tf.data.TFRecordDataset(str(shard))]
+    example = tf.train.Example.FromString(raws[position])
+    feature = example.features.feature
+    feature["image/encoded"].bytes_list.value[0] = data
+    raws[position] = example.SerializeToString()
+    with tf.io.TFRecordWriter(str(shard)) as writer:
+        for raw in raws:
+            writer.write(raw)
+    return feature["image/id"].bytes_list.value[0].decode()

@@ -32,6 +32,19 @@ def test_read_train_table_gives_layout_paths_and_labels(tmp_path):
         ("id,landmark_id\nabc1,3\nabc2,4\nabc1,5\n", r"duplicate ids: 'abc1' at rows 2, 4"),
         ("id,landmark_id\nab,3\n", r"at least 3 characters.*row 2 \('ab'\)"),
         ("id,landmark_id\nabc1,3\n,4\n", r"empty id at row 3"),
+        # issue 16 B2: an id is a file stem, never a path (it would read outside the folder)
+        (
+            "id,landmark_id\nabc1,3\n../../outside/secret,4\n/etc/passwd,5\nab\\cd,6\n",
+            r"ids are file names: letters, digits, '_' and '-'.*not: row 3 "
+            r"\('../../outside/secret'\); row 4 \('/etc/passwd'\); row 5 \('ab\\\\cd'\)",
+        ),
+        ("id,landmark_id\nabc1,3\nabc.2,4\n", r"not: row 3 \('abc.2'\)"),
+        # issue 16 W11 / W5: -1 would become a vote for "no landmark"; int64 overflow
+        ("id,landmark_id\nabc1,3\nabc2,-1\nabc3,-7\n", r"negative: row 3 \('-1'\); row 4"),
+        (
+            "id,landmark_id\nabc1,3\nabc2,99999999999999999999\n",
+            r"larger than 9223372036854775807 \(int64\): row 3 \('99999999999999999999'\)",
+        ),
     ],
 )
 def test_bad_train_csv_is_named(tmp_path, csv, expected):
@@ -101,18 +114,34 @@ def test_stratified_holdout_takes_floor_fraction_per_class():
 def test_read_image_table_generic_csv(tmp_path):
     (tmp_path / "imgs").mkdir()
     (tmp_path / "list.csv").write_text("file,cls,key\nimgs/a.jpg,4,k1\n/abs/b.png,2,k2\n")
+    # issue 16 B2: paths stay inside the image root (default: the CSV's folder)...
+    with pytest.raises(DataError, match=r"must stay inside .*outside: row 3 \('/abs/b.png'\)"):
+        tables.read_image_table(str(tmp_path / "list.csv"), image_column="file")
+    # ... and "/" allows any local path on purpose
     table = tables.read_image_table(
-        str(tmp_path / "list.csv"), image_column="file", label_column="cls"
+        str(tmp_path / "list.csv"), image_column="file", label_column="cls", image_root="/"
     )
     assert table["id"].tolist() == ["a", "b"]
-    assert table["path"].tolist() == [str(tmp_path / "imgs" / "a.jpg"), "/abs/b.png"]
+    assert table["path"].tolist() == ["/imgs/a.jpg", "/abs/b.png"]
     assert table["landmark_id"].tolist() == [4, 2]
+    (tmp_path / "keys.csv").write_text("file,key\nimgs/a.jpg,k1\nb.png,k2\n")
     keyed = tables.read_image_table(
-        str(tmp_path / "list.csv"), image_column="file", id_column="key", image_root="/data"
+        str(tmp_path / "keys.csv"), image_column="file", id_column="key", image_root="/data"
     )
     assert keyed["id"].tolist() == ["k1", "k2"]
-    assert keyed["path"].iloc[0] == "/data/imgs/a.jpg"
+    assert keyed["path"].tolist() == ["/data/imgs/a.jpg", "/data/b.png"]
     assert (keyed["landmark_id"] == -1).all()
+    (tmp_path / "up.csv").write_text("file,key\nimgs/../../x.jpg,k1\nimgs/./ok.jpg,k2\n")
+    with pytest.raises(DataError, match=r"outside: row 2 \('.*imgs/../../x.jpg'\)$"):
+        tables.read_image_table(str(tmp_path / "up.csv"), image_column="file", id_column="key")
+    (tmp_path / "gs.csv").write_text("file\ngs://b/data/a.jpg\ngs://b/other/c.jpg\nx/../../d.jpg\n")
+    with pytest.raises(DataError, match=r"outside: row 3 .*; row 4 \('gs://b/data/x/../../d.jpg'"):
+        tables.read_image_table(
+            str(tmp_path / "gs.csv"), image_column="file", image_root="gs://b/data"
+        )
+    (tmp_path / "slash.csv").write_text("file,key\na.jpg,x/y\n")
+    with pytest.raises(DataError, match=r"ids are file names: no '/'.*row 2 \('x/y'\)"):
+        tables.read_image_table(str(tmp_path / "slash.csv"), image_column="file", id_column="key")
     with pytest.raises(DataError, match=r"missing column\(s\) label"):
         tables.read_image_table(
             str(tmp_path / "list.csv"), image_column="file", label_column="label"

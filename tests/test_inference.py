@@ -4,6 +4,7 @@ and numpy formulas written here."""
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -396,3 +397,107 @@ def test_infer_without_model_is_a_one_line_error(tmp_path, capsys):
             == 2
         )
         assert key in capsys.readouterr().err
+
+
+# --- where test images come from: the data folder, where Kaggle swaps in the hidden test set ---
+
+
+def _copy_split(source, target, split, ids, rename=None):
+    """Copy the images `ids` of `source/split` into `target/split` in the GLDv2 a/b/c layout;
+    `rename` maps an id to the id its copy is stored under."""
+    import shutil
+
+    from landmarks.data.gldv2 import image_path
+
+    for image_id in ids:
+        new_id = (rename or {}).get(image_id, image_id)
+        destination = image_path(str(target), split, new_id)
+        os.makedirs(os.path.dirname(destination), exist_ok=True)
+        shutil.copyfile(image_path(str(source), split, image_id), destination)
+
+
+@pytest.fixture(scope="module")
+def stale_test_records(tiny_run, mini_records, mini_landmarks, tmp_path_factory):
+    """Records of mini-landmarks' 157 test images beside a copy of its train records."""
+    import shutil
+
+    from landmarks.data.tfrecords import prepare
+
+    records = tmp_path_factory.mktemp("records") / "with-test"
+    shutil.copytree(mini_records, records)
+    prepare(str(mini_landmarks), "test", str(records), image_size=64, progress=False)
+    return records
+
+
+def _infer(tiny_run, data_dir, records, out, *settings, task="retrieval"):
+    from landmarks.cli import main
+
+    args = ["infer", "--config", str(tiny_run / "config.yaml"), "--task", task]
+    args += ["--out", str(out), "--set", f"data_dir={data_dir}", "--set", f"records_dir={records}"]
+    for setting in settings:
+        args += ["--set", setting]
+    return main(args)
+
+
+def test_a_swapped_test_folder_is_what_gets_submitted(
+    tiny_run, stale_test_records, mini_landmarks, tmp_path, capsys
+):
+    """Kaggle's rerun: `test/` holds other images than the records. The default reads the
+    folder, so the submission has exactly the folder's ids, and says where they came from."""
+    from landmarks.submission import read_retrieval_submission
+
+    swapped = tmp_path / "competition"
+    hidden = _folder_ids(mini_landmarks, "test")[::8]  # 20 of the 157
+    _copy_split(mini_landmarks, swapped, "test", hidden)
+    _copy_split(mini_landmarks, swapped, "index", _folder_ids(mini_landmarks, "index"))
+    out = tmp_path / "submission.csv"
+    assert _infer(tiny_run, swapped, stale_test_records, out) == 0
+    assert sorted(read_retrieval_submission(str(out))) == sorted(hidden) and len(hidden) == 20
+    printed = capsys.readouterr().out
+    assert f"test: 20 images in {swapped}/test (image_source: folder)" in printed
+
+
+def test_stale_test_records_stop_with_both_counts(
+    tiny_run, stale_test_records, mini_landmarks, tmp_path, capsys
+):
+    swapped = tmp_path / "competition"
+    _copy_split(mini_landmarks, swapped, "test", _folder_ids(mini_landmarks, "test")[::8])
+    _copy_split(mini_landmarks, swapped, "index", _folder_ids(mini_landmarks, "index"))
+    out = tmp_path / "submission.csv"
+    assert _infer(tiny_run, swapped, stale_test_records, out, "image_source=records") == 2
+    error = capsys.readouterr().err
+    assert "the test records hold 157 images but" in error and "has 20" in error
+    assert not out.exists()
+
+
+def test_records_with_other_ids_but_the_same_count_are_refused_before_submitting(
+    tiny_run, stale_test_records, mini_landmarks, tmp_path, capsys
+):
+    test_ids = _folder_ids(mini_landmarks, "test")
+    swapped = tmp_path / "competition"
+    _copy_split(mini_landmarks, swapped, "test", test_ids, rename={test_ids[0]: "fff0000000000000"})
+    _copy_split(mini_landmarks, swapped, "index", _folder_ids(mini_landmarks, "index"))
+    out = tmp_path / "submission.csv"
+    assert _infer(tiny_run, swapped, stale_test_records, out, "image_source=records") == 2
+    error = capsys.readouterr().err
+    assert "1 ids only in the records" in error and test_ids[0] in error
+    assert "1 only in the folder (fff0000000000000)" in error
+    assert not out.exists()
+
+
+def test_current_test_records_are_used_when_asked(
+    tiny_run, stale_test_records, mini_landmarks, tmp_path, capsys
+):
+    import pandas as pd
+
+    out = tmp_path / "submission.csv"
+    records = "image_source=records"
+    assert (
+        _infer(tiny_run, mini_landmarks, stale_test_records, out, records, task="recognition") == 0
+    )
+    submitted = pd.read_csv(out, dtype=str)["id"]
+    assert sorted(submitted) == _folder_ids(mini_landmarks, "test")
+    assert "157 test records in" in capsys.readouterr().out
+    for setting, message in [("image_source=cache", "image_source: 'cache' is not one of")]:
+        assert _infer(tiny_run, mini_landmarks, stale_test_records, out, setting) == 2
+        assert message in capsys.readouterr().err

@@ -1,5 +1,6 @@
 """read_jpeg_header against Pillow (the reference) on JPEGs of every kind the builder meets, and
-its refusals: whatever it is unsure about goes back to Pillow."""
+its refusals: whatever it is unsure about goes back to Pillow; scan_data_problem against
+TensorFlow's decoder (what reads the records) on sound and damaged scan data."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from records_helpers import jpeg_bytes, picture
 
 from landmarks.data import images as images_module
 from landmarks.data.images import encode_image
-from landmarks.data.jpeg_header import read_jpeg_header
+from landmarks.data.jpeg_header import read_jpeg_header, scan_data_problem
 
 PIL_COMPONENTS = {"RGB": 3, "L": 1, "CMYK": 4}
 
@@ -142,3 +143,78 @@ def test_fast_path_still_refuses_a_truncated_jpeg(tmp_path):
     assert read_jpeg_header(path.read_bytes()) is not None  # the header itself is whole
     with pytest.raises(images_module.ImageSkipped, match="truncated JPEG"):
         encode_image(str(path))
+
+
+# --- the entropy-coded scan data ----------------------------------------------------------------
+
+
+def _scan_start(data: bytes) -> int:
+    """Offset just after the first SOS segment (the first byte of entropy-coded data)."""
+    sos = data.index(b"\xff\xda")
+    return sos + 2 + int.from_bytes(data[sos + 2 : sos + 4], "big")
+
+
+def _tf_decodes(data: bytes) -> bool:
+    import tensorflow as tf
+
+    try:
+        tf.io.decode_jpeg(data, channels=3)
+    except tf.errors.InvalidArgumentError:
+        return False
+    return True
+
+
+def test_random_bytes_in_place_of_the_scan_data_are_always_found():
+    """Issue 16 B1: a valid header and end marker around random scan data. TensorFlow's
+    decoder (the reference: it is what reads the records) rejects every such file; the check
+    must find every one, or prepare would copy it through."""
+    good = _save(picture(96, 64, seed=9))
+    start = _scan_start(good)
+    for seed in range(120):
+        noise = np.random.default_rng(seed).integers(0, 256, 2000, dtype=np.uint8).tobytes()
+        corrupt = good[:start] + noise + b"\xff\xd9"
+        assert read_jpeg_header(corrupt) is not None  # the header alone looks fine
+        assert not _tf_decodes(corrupt)
+        assert scan_data_problem(corrupt) is not None, seed
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_sound_scan_data_passes(name):
+    assert scan_data_problem(CASES[name]) is None and _tf_decodes(CASES[name])
+
+
+def test_every_mini_landmarks_photo_passes(mini_landmarks):
+    """No false alarm on 924 real JPEGs (camera photos re-saved by the demo builder)."""
+    paths = sorted(mini_landmarks.glob("*/*/*/*/*.jpg"))
+    assert len(paths) > 900
+    assert [p.name for p in paths if scan_data_problem(p.read_bytes())] == []
+
+
+def _with_restarts(pixels: np.ndarray) -> bytes:
+    """A JPEG with a restart marker after every MCU row (libjpeg's restart_marker_rows)."""
+    out = io.BytesIO()
+    Image.fromarray(pixels).save(out, format="JPEG", restart_marker_rows=1)
+    return out.getvalue()
+
+
+def test_restart_markers_in_sequence_pass_and_out_of_sequence_fail():
+    data = _with_restarts(picture(64, 64, seed=10))
+    assert b"\xff\xd0" in data[_scan_start(data) :] and scan_data_problem(data) is None
+    first = data.index(b"\xff\xd0", _scan_start(data))
+    swapped = data[:first] + b"\xff\xd3" + data[first + 2 :]
+    assert "RST3 out of sequence" in scan_data_problem(swapped)
+
+
+@pytest.mark.parametrize(
+    "damage, message",
+    [
+        (lambda d, s: d[:s] + b"\x12\x34\xff\x3f\x00" + d[s:], "marker 0x3f inside the scan"),
+        (lambda d, s: d[:s] + b"\xff\xc4\x00\x05\x77\x00\x00" + d[s:], "malformed 0xc4 segment"),
+        (lambda d, s: d[:-2], "no end-of-image marker"),
+        (lambda d, s: d[: d.index(b"\xff\xda")] + b"\xff\xd9", "no scan"),
+    ],
+    ids=["bad-marker", "bad-huffman-table", "no-eoi", "no-sos"],
+)
+def test_each_kind_of_damage_is_named(damage, message):
+    good = _save(picture(40, 40, seed=11))
+    assert message in scan_data_problem(damage(good, _scan_start(good)))

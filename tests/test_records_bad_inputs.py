@@ -17,6 +17,7 @@ from records_helpers import (
     make_gldv2,
     picture,
     png_bytes,
+    random_scan_data,
     read_records,
     train_image,
 )
@@ -143,6 +144,7 @@ def test_prepare_lists_every_skipped_and_converted_image(tmp_path, capsys):
         ids[0]: ("empty file", b""),
         ids[1]: ("truncated", jpeg_bytes(picture(48, 32))[:300]),
         ids[2]: ("not an image", b"garbage" * 50),
+        ids[4]: ("corrupt JPEG scan data", random_scan_data(jpeg_bytes(picture(48, 32)))),
         ids[7]: ("missing file", None),
     }
     for iid, (_, data) in bad.items():
@@ -172,7 +174,7 @@ def test_prepare_lists_every_skipped_and_converted_image(tmp_path, capsys):
     )
     assert status == 0
     screen = capsys.readouterr().out
-    assert "4 skipped" in screen and "skipped (missing file): 1" in screen
+    assert "5 skipped" in screen and "skipped (missing file): 1" in screen
 
     manifest = json.loads((tmp_path / "rec" / "manifest.json").read_text())
     build = manifest["builds"]["train"]
@@ -180,13 +182,13 @@ def test_prepare_lists_every_skipped_and_converted_image(tmp_path, capsys):
     assert set(reasons) == set(bad)
     for iid, (reason, _) in bad.items():
         assert reasons[iid].startswith(reason)
-    assert build["num_skipped"] == 4 and manifest["totals"]["skipped"] == 4
+    assert build["num_skipped"] == 5 and manifest["totals"]["skipped"] == 5
     assert build["changes"] == {"converted:JPEG/L": 1, "converted:PNG/RGB": 1}
     records = read_records(list_shards(str(tmp_path / "rec"), "train"))
     assert sorted(r["id"] for r in records) == sorted(set(ids) - set(bad))
     assert all(r["encoded"].startswith(b"\xff\xd8\xff") for r in records)
-    # label_map counts are the records actually written: class 5 lost ids 0,1,2; class 9 lost id 7
-    assert read_label_map(str(tmp_path / "rec"))["count"].tolist() == [3, 5]
+    # label_map counts are the records actually written: class 5 lost ids 0,1,2,4; 9 lost id 7
+    assert read_label_map(str(tmp_path / "rec"))["count"].tolist() == [2, 5]
 
 
 def test_bad_csv_is_one_line_error_with_exit_status_2(tmp_path, capsys):
@@ -233,3 +235,22 @@ def test_prepare_rejects_bad_options(tmp_path):
     ]:
         with pytest.raises(ConfigError, match=message):
             prepare(str(tmp_path), "train", str(tmp_path / "rec"), progress=False, **options)
+
+
+def test_an_id_that_walks_out_of_the_data_folder_is_refused(tmp_path, capsys):
+    """Issue 16 B2: `../../outside/secret` in train.csv made prepare read a file outside the
+    data folder and store it. Now the rows are named and nothing is written."""
+    rows = make_gldv2(tmp_path / "data", {5: 3})
+    secret = tmp_path / "outside" / "secret.jpg"
+    secret.parent.mkdir()
+    secret.write_bytes(jpeg_bytes(picture(48, 32, seed=9)))
+    with open(tmp_path / "data" / "train.csv", "a") as table:
+        table.write("../../outside/secret,5\n")
+    out = tmp_path / "rec"
+    args = ["prepare", "--data-dir", str(tmp_path / "data"), "--split", "train", "--out", str(out)]
+    assert main([*args, "--quiet"]) == 2
+    error = capsys.readouterr().err
+    assert (
+        f"row {len(rows) + 2} ('../../outside/secret')" in error and "ids are file names" in error
+    )
+    assert not out.exists()

@@ -8,6 +8,7 @@ defaults below. `--set key=value` overrides are parsed as YAML scalars/lists
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import json
 import os
 import typing
@@ -84,6 +85,7 @@ class Config:
 
     # --- inference ------------------------------------------------------------------------
     model_path: str = ""  # embed_model.keras; "" = output_dir/run_name/embed_model.keras
+    image_source: str = "folder"  # test/index images: "folder" (data_dir/<split>, where Kaggle puts the hidden test set) or "records" (<split>-*.tfrec, checked against the folder)
     knn_backend: str = "auto"  # "auto" (jax on the JAX backend, else tf), "tf", "jax" (chunked matmul + top_k), "numpy", "faiss", "faiss-ivf", "faiss-hnsw"
     knn_k: int = 10  # neighbours for recognition voting
     tta_flip: bool = False
@@ -153,8 +155,10 @@ class Config:
         known = {f.name for f in dataclasses.fields(self)}
         for key, value in values.items():
             if key not in known:
-                close = [k for k in known if k.split("_")[0] == str(key).split("_")[0]]
-                hint = f" (did you mean {', '.join(sorted(close))}?)" if close else ""
+                close = difflib.get_close_matches(str(key), sorted(known), n=3, cutoff=0.7)
+                close += [k for k in sorted(known) if k.split("_")[0] == str(key).split("_")[0]]
+                close = list(dict.fromkeys(close))[:5]
+                hint = f" (did you mean {', '.join(close)}?)" if close else ""
                 raise ConfigError(f"{source}: unknown config key {key!r}{hint}")
             setattr(self, key, _coerce(value, hints[key], f"{source}: {key}"))
 

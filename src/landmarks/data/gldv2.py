@@ -28,14 +28,16 @@ def image_path(data_dir: str, split: str, image_id: str) -> str:
 def read_train_table(data_dir: str) -> pd.DataFrame:
     """DataFrame(id, path, landmark_id) of `<data_dir>/train.csv`, in file order.
 
-    Raises DataError for a missing file or column, a non-integer landmark_id, an id shorter
-    than three characters (it has no a/b/c folder) or a repeated id, naming the rows.
+    Raises DataError for a missing file or column, a landmark_id that is not an integer >= 0
+    (or overflows int64), an id that is not one path component of letters, digits, '_' or '-'
+    (e.g. "../../outside/secret"), shorter than three characters (it has no a/b/c folder) or
+    repeated, naming the rows.
     """
     csv_path = "/".join([data_dir.rstrip("/"), "train.csv"])
     frame = tables.read_csv(csv_path)
     tables.require_columns(frame, ["id", "landmark_id"], csv_path)
     ids = frame["id"].astype(str).str.strip()
-    tables.check_ids(ids, csv_path)
+    tables.check_ids(ids, csv_path, pattern=tables.LAYOUT_ID)
     short = np.flatnonzero((ids.str.len() < 3).to_numpy())
     if len(short):
         rows = [f"row {i + 2} ({ids.iloc[i]!r})" for i in short]
@@ -43,8 +45,9 @@ def read_train_table(data_dir: str) -> pd.DataFrame:
             f"{csv_path}: ids need at least 3 characters for the a/b/c folders: {tables.summarize(rows)}"
         )
     labels = tables.integer_labels(frame["landmark_id"], "landmark_id", csv_path)
-    paths = [image_path(data_dir, "train", i) for i in ids]
-    return pd.DataFrame({"id": ids.to_numpy(), "path": paths, "landmark_id": labels})
+    paths = pd.Series([image_path(data_dir, "train", i) for i in ids])
+    tables.check_inside(paths, data_dir, csv_path)  # holds by the id rule; kept as a guard
+    return pd.DataFrame({"id": ids.to_numpy(), "path": paths.to_numpy(), "landmark_id": labels})
 
 
 def list_split_images(data_dir: str, split: str) -> pd.DataFrame:

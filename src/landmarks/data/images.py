@@ -5,7 +5,8 @@ No TensorFlow here except for reading gs:// paths, so that worker processes stay
 What "no re-encoding needed" means (the copy-through rule): the file is a baseline or
 progressive JPEG (magic bytes FF D8 FF) that Pillow reads as RGB (YCbCr JPEGs are reported as
 RGB), has no EXIF orientation other than 1 ("as stored"), ends with the JPEG end-of-image marker
-(so it is not truncated), and either no `max_side` is given or its longest side is at most
+(so it is not truncated), holds well-formed entropy-coded scan data (`scan_data_problem`: no
+marker that stops TensorFlow's decoder), and either no `max_side` is given or its longest side is at most
 `max_side`. Such a file is stored byte for byte, without decoding its pixels; the decision is
 read from the JPEG markers (`jpeg_header`) and left to Pillow only when they are unusual.
 Anything else that Pillow can read (PNG or other formats under any name, CMYK, grayscale,
@@ -21,7 +22,7 @@ from dataclasses import dataclass
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from landmarks.data.jpeg_header import read_jpeg_header
+from landmarks.data.jpeg_header import read_jpeg_header, scan_data_problem
 
 JPEG_MAGIC = b"\xff\xd8\xff"
 JPEG_END = b"\xff\xd9"
@@ -103,9 +104,13 @@ def encode_image(path: str, max_side: int | None = None, quality: int = 95) -> E
 
 
 def _copied(data: bytes, height: int, width: int) -> EncodedImage:
-    """The original bytes, once they are seen to end with the end-of-image marker."""
+    """The original bytes, once they are seen to end with the end-of-image marker and to hold
+    well-formed scan data (`scan_data_problem`: what makes TensorFlow's decoder fail)."""
     if not data.rstrip(b"\x00").endswith(JPEG_END):
         raise ImageSkipped("truncated JPEG (no end-of-image marker)")
+    problem = scan_data_problem(data)
+    if problem is not None:
+        raise ImageSkipped(f"corrupt JPEG scan data: {problem}")
     return EncodedImage(data, height, width, "copied")
 
 

@@ -124,7 +124,10 @@ def make_embed_dataset_from_files(
     flip: bool = False,
 ) -> tf.data.Dataset:
     """Like `make_embed_dataset`, reading image files (JPEG, PNG, BMP, GIF) directly; label -1.
-    EXIF orientation is not applied here (records written by `prepare` are upright)."""
+    EXIF orientation is not applied here (records written by `prepare` are upright). A file
+    that cannot be read or decoded is left out, so one broken photo of a test folder does not
+    stop the run: callers compare the ids that come out with `ids` and report the missing ones
+    (landmarks.inference.sources)."""
     paths, ids = list(map(str, paths)), list(map(str, ids))
     if len(paths) != len(ids):
         raise DataError(f"got {len(paths)} paths but {len(ids)} ids")
@@ -141,7 +144,7 @@ def make_embed_dataset_from_files(
 
     dataset = tf.data.Dataset.from_tensor_slices((paths, ids))
     dataset = dataset.map(example, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+    return dataset.ignore_errors().batch(batch_size).prefetch(tf.data.AUTOTUNE)
 
 
 def _decode_resize(encoded: tf.Tensor, image_size: int, antialias: bool) -> tf.Tensor:

@@ -17,6 +17,10 @@ import pandas as pd
 from landmarks.errors import DataError
 
 UNKNOWN_LABEL = -1
+INT64_MAX = int(np.iinfo(np.int64).max)  # 9223372036854775807
+# Ids of the GLDv2 layout name a file and its a/b/c folders: one path component of these
+# characters (GLDv2 ids are 16 hex digits). No separators, no dots, so no "..".
+LAYOUT_ID = r"[A-Za-z0-9_-]+"
 MAX_ROWS_NAMED = 5  # at most this many offending rows are quoted in an error message
 
 
@@ -47,15 +51,24 @@ def require_columns(frame: pd.DataFrame, columns: list[str], source: str) -> Non
 
 
 def integer_labels(values: pd.Series, column: str, source: str) -> np.ndarray:
-    """int64 labels, or DataError naming the first rows (1-based, header = row 1) that are not
-    integers."""
+    """int64 labels >= 0, or DataError naming the first rows (1-based, header = row 1) that are
+    not integers, are negative (-1 is this pipeline's "no label": a negative landmark id would
+    silently become a vote for "no landmark") or do not fit in int64."""
     text = values.astype(str).str.strip()
-    valid = text.str.fullmatch(r"[+-]?\d+")
+    valid = text.str.fullmatch(r"\+?\d+")
     if not valid.all():
         rows = [f"row {i + 2} ({text.iloc[i]!r})" for i in np.flatnonzero(~valid.to_numpy())]
+        negative = text.str.fullmatch(r"-\d+")
+        kind = "negative" if negative[~valid].all() else "not integers"
         raise DataError(
-            f"{source}: column {column!r} must hold integer labels; not integers: "
-            f"{summarize(rows)} (map text labels to integers first)"
+            f"{source}: column {column!r} must hold integer labels >= 0; {kind}: "
+            f"{summarize(rows)} (map text or negative labels to integers >= 0 first)"
+        )
+    too_large = text.map(lambda value: int(value) > INT64_MAX)
+    if too_large.any():
+        rows = [f"row {i + 2} ({text.iloc[i]!r})" for i in np.flatnonzero(too_large.to_numpy())]
+        raise DataError(
+            f"{source}: column {column!r}: labels larger than {INT64_MAX} (int64): {summarize(rows)}"
         )
     return text.astype(np.int64).to_numpy()
 
@@ -71,13 +84,37 @@ def check_unique_ids(ids: pd.Series, source: str) -> None:
         raise DataError(f"{source}: duplicate ids: {summarize(named)}")
 
 
-def check_ids(ids: pd.Series, source: str) -> None:
-    """Ids must be non-empty and unique (they name the examples in records and submissions)."""
+def check_ids(ids: pd.Series, source: str, *, pattern: str = r"[^/\\\x00-\x1f]+") -> None:
+    """Ids must be non-empty, unique (they name the examples in records and submissions) and
+    match `pattern` (default: no path separators or control characters; the GLDv2 layout
+    passes LAYOUT_ID), naming the rows that do not."""
     empty = ids.str.strip() == ""
     if empty.any():
         rows = [f"row {i + 2}" for i in np.flatnonzero(empty.to_numpy())]
         raise DataError(f"{source}: empty id at {summarize(rows)}")
+    bad = ~ids.str.fullmatch(pattern) | ids.isin([".", ".."])
+    if bad.any():
+        rows = [f"row {i + 2} ({ids.iloc[i]!r})" for i in np.flatnonzero(bad.to_numpy())]
+        allowed = (
+            "letters, digits, '_' and '-' (GLDv2 ids are 16 hex digits)"
+            if pattern == LAYOUT_ID
+            else "no '/', '\\' or control characters"
+        )
+        raise DataError(f"{source}: ids are file names: {allowed}; not: {summarize(rows)}")
     check_unique_ids(ids, source)
+
+
+def check_inside(paths: pd.Series, root: str, source: str) -> None:
+    """DataError naming the rows whose path, once '..' and '.' are resolved, is not inside the
+    folder `root` (local or gs://; symbolic links are not followed: the rule is about what a
+    table may name, not about how the folder is built)."""
+    inside = paths.map(lambda path: _is_inside(path, root))
+    if not inside.all():
+        rows = [f"row {i + 2} ({paths.iloc[i]!r})" for i in np.flatnonzero(~inside.to_numpy())]
+        raise DataError(
+            f"{source}: image paths must stay inside {root} (pass --image-root to allow another "
+            f"folder); outside: {summarize(rows)}"
+        )
 
 
 def read_image_table(
@@ -92,7 +129,8 @@ def read_image_table(
 
     Args:
         csv_path: the CSV (local or gs://).
-        image_column: column of image paths, absolute or relative to `image_root`.
+        image_column: column of image paths, relative to `image_root` (or absolute); every
+            path must stay inside `image_root` (give "/" to allow any local path).
         label_column: column of integer labels; None for unlabelled images (landmark_id -1).
         id_column: column of unique example ids; None = the image file name without extension.
         image_root: folder that relative paths start from; None = the CSV's folder.
@@ -102,9 +140,10 @@ def read_image_table(
     frame = read_csv(csv_path)
     columns = [image_column] + [c for c in (label_column, id_column) if c]
     require_columns(frame, columns, csv_path)
-    root = image_root if image_root is not None else os.path.dirname(csv_path)
+    root = image_root if image_root is not None else os.path.dirname(csv_path) or "."
     paths = frame[image_column].astype(str)
     paths = paths.map(lambda p: p if os.path.isabs(p) or "://" in p else _join(root, p))
+    check_inside(paths, root, csv_path)
     if id_column:
         ids = frame[id_column].astype(str)
     else:
@@ -115,6 +154,21 @@ def read_image_table(
     else:
         labels = np.full(len(frame), UNKNOWN_LABEL, np.int64)
     return pd.DataFrame({"id": ids.to_numpy(), "path": paths.to_numpy(), "landmark_id": labels})
+
+
+def _is_inside(path: str, root: str) -> bool:
+    """Whether `path` lies in the folder `root` once both are normalised (lexically)."""
+    import posixpath
+
+    if "://" not in root and "://" not in path:
+        base, target = os.path.abspath(root), os.path.abspath(path)
+        return os.path.commonpath([base, target]) == base
+    scheme = root.partition("://")[0] + "://"
+    if not path.startswith(scheme):
+        return False
+    base = posixpath.normpath("/" + root[len(scheme) :])
+    target = posixpath.normpath("/" + path[len(scheme) :])
+    return posixpath.commonpath([base, target]) == base
 
 
 def _join(root: str, relative: str) -> str:

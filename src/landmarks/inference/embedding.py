@@ -18,11 +18,14 @@ from landmarks.errors import DataError
 @dataclass
 class Embeddings:
     """ids: str [N]; vectors: float32 [N, D], L2-normalised rows; labels: int64 [N] or None
-    (the dataset's integer labels, -1 = unknown; None when every label is unknown)."""
+    (the dataset's integer labels, -1 = unknown; None when every label is unknown);
+    unreadable: ids of the split whose image could not be read, so they have no vector
+    (landmarks.inference.sources; not saved with the vectors)."""
 
     ids: np.ndarray
     vectors: np.ndarray
     labels: np.ndarray | None = None
+    unreadable: tuple[str, ...] = ()
 
     def __post_init__(self):
         self.ids = np.asarray(self.ids).astype(str)

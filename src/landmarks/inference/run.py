@@ -4,6 +4,7 @@ embedding model, predict, and write a validated submission."""
 from __future__ import annotations
 
 import os
+import zipfile
 
 import numpy as np
 
@@ -12,19 +13,21 @@ from landmarks.inference.embedding import (
     Embeddings,
     embed,
     save_embeddings,
-    scaled_size,
 )
 from landmarks.inference.predict import predict_recognition, predict_retrieval
 from landmarks.inference.recognition import non_landmark_penalties
 from landmarks.inference.search import BACKENDS
+from landmarks.inference.sources import check_embedded_ids, image_files, split_images
+from landmarks.io_utils import check_writable_file
 
 
 def run_inference(config, task: str, out_path: str, *, log=print) -> dict:
     """Embed with the run's embed_model, predict, write a validated submission to `out_path`.
 
     Recognition: test queries vote over the train (+ holdout) records. Retrieval: test queries
-    rank the index images (top 100). Test/index images come from test-*/index-* records in
-    config.records_dir when present, else from the image folders in config.data_dir.
+    rank the index images (top 100). Test/index images come from the image folders in
+    config.data_dir (or, with image_source "records", from records checked against those
+    folders; see landmarks.inference.sources).
     Returns a summary dict (task, queries, out, embeddings folder).
     """
     return run_inference_tasks(config, {task: out_path}, log=log)[task]
@@ -39,17 +42,19 @@ def run_inference_tasks(config, outputs: dict[str, str], *, log=print) -> dict[s
         if task not in ("recognition", "retrieval"):
             raise ConfigError(f"task must be recognition or retrieval, got {task!r}")
     _check_inference_config(config)
+    for out_path in outputs.values():
+        check_writable_file(out_path, "submission (--out)")
     from landmarks.inference.forward import compiled_forward
 
     model = load_embed_model(config)
-    forward = compiled_forward(model)
+    forward = compiled_forward(model)  # compiled once, used for every split
     cache = os.path.join(config.run_dir, "embeddings")
     embedded: dict[str, Embeddings] = {}
 
     def get(split: str) -> Embeddings:
         if split not in embedded:
             log(f"embedding {split} ...")
-            embedded[split] = embed_split(forward, config, split)
+            embedded[split] = embed_split(forward, config, split, log=log)
             save_embeddings(
                 os.path.join(cache, f"{split}.npz"), embedded[split], dtype=config.embed_dtype
             )
@@ -81,9 +86,15 @@ def run_inference_tasks(config, outputs: dict[str, str], *, log=print) -> dict[s
 
     summaries = {}
     for task, out_path in outputs.items():
+        missing = list(test.unreadable)  # queries whose image could not be read
         if task == "recognition":
             landmarks, confidences = recognise(test.vectors)
-            write_recognition_submission(out_path, test.ids, landmarks, confidences)
+            write_recognition_submission(
+                out_path,
+                [*test.ids, *missing],
+                np.concatenate([landmarks, np.full(len(missing), -1)]),
+                np.concatenate([confidences, np.zeros(len(missing))]),
+            )
         else:
             index = get("index")
             query_landmarks = index_landmarks = None
@@ -99,9 +110,13 @@ def run_inference_tasks(config, outputs: dict[str, str], *, log=print) -> dict[s
                 query_landmarks=query_landmarks,
                 index_landmarks=index_landmarks,
             )
-            write_retrieval_submission(out_path, test.ids, index.ids[ranked], index_ids=index.ids)
-        log(f"wrote {out_path} ({len(test)} queries)")
-        summaries[task] = {"task": task, "queries": len(test), "out": out_path, "embeddings": cache}
+            rankings = [*map(list, index.ids[ranked]), *([] for _ in missing)]
+            write_retrieval_submission(
+                out_path, [*test.ids, *missing], rankings, index_ids=index.ids
+            )
+        queries = len(test) + len(missing)
+        log(f"wrote {out_path} ({queries} queries)")
+        summaries[task] = {"task": task, "queries": queries, "out": out_path, "embeddings": cache}
     return summaries
 
 
@@ -132,48 +147,55 @@ def load_embed_model(config):
     path = config.model_path or os.path.join(config.run_dir, "embed_model.keras")
     if not tf.io.gfile.exists(path):
         raise ConfigError(f"embed model not found: {path} (set model_path or train first)")
-    return keras.saving.load_model(path, compile=False)
-
-
-def embed_split(model, config, split: str) -> Embeddings:
-    """Embeddings of a split with `model` (a Keras model or a compiled forward) ("train" = train + holdout records; "test"/"index" = records when
-    present, else the image folder), with the config's flip and scale TTA."""
-    factory = _dataset_factory(config, split)
-    return embed(model, factory, tta_flip=config.tta_flip, scales=tuple(config.tta_scales))
-
-
-def _dataset_factory(config, split: str):
-    """A callable scale -> tf.data.Dataset decoding the split's images at that scale."""
-    from landmarks.data import pipeline
-
-    files = _record_files(config, split)
-    if files:
-        return lambda scale: pipeline.make_embed_dataset(
-            files, scaled_size(config.image_size, scale), config.batch_size
-        )
-    if split == "train":
-        raise DataError(f"{config.records_dir}: no {config.train_split} records; run prepare")
-    from landmarks.data.gldv2 import list_split_images
-
-    table = list_split_images(config.data_dir, split)
-    paths, ids = list(table["path"]), list(table["id"])
-    return lambda scale: pipeline.make_embed_dataset_from_files(
-        paths, ids, scaled_size(config.image_size, scale), config.batch_size
-    )
-
-
-def _record_files(config, split: str) -> list[str]:
-    """Shard paths of `split` (train: train + holdout shards); [] when the records lack it."""
-    from landmarks.data.tfrecords import list_shards
-
-    names = [config.train_split, config.holdout_split] if split == "train" else [split]
-    files: list[str] = []
-    for name in filter(None, names):
+    if tf.io.gfile.isdir(path):
+        raise ConfigError(f"model_path {path}: is a folder; give its embed_model.keras file")
+    opener = tf.io.gfile.GFile if "://" in path else open
+    with opener(path, "rb") as handle:
+        head = handle.read(8)
+        handle.seek(0)
         try:
-            files += list_shards(config.records_dir, name)
-        except DataError:
-            continue
-    return files
+            is_archive = zipfile.is_zipfile(handle)
+        except tf.errors.OpError:  # GFile refuses to seek before the start of a tiny file
+            is_archive = False
+    if not (is_archive or head.startswith(b"\x89HDF")):  # .keras is a zip; legacy .h5 is HDF5
+        damaged = " (it starts like one: truncated?)" if head.startswith(b"PK") else ""
+        raise ConfigError(
+            f"model_path {path}: not a Keras model file{damaged}; expected a .keras archive "
+            "such as the embed_model.keras that `train` writes"
+        )
+    try:
+        return keras.saving.load_model(path, compile=False)
+    except (ValueError, OSError, KeyError, zipfile.BadZipFile) as error:
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ConfigError(
+            f"model_path {path}: cannot be loaded as a Keras model (damaged?): {first}"
+        ) from error
+
+
+def embed_split(model, config, split: str, *, log=print) -> Embeddings:
+    """Embeddings of a split with `model` (a Keras model or its compiled forward), with the
+    config's flip and scale TTA; its images come from where
+    landmarks.inference.sources says (train: the records; test/index: the data folder, or
+    records checked against it). Logs the source."""
+    from landmarks.data.record_check import naming_bad_records
+
+    images = split_images(config, split)
+    log(f"{split}: {images.description}")
+    with naming_bad_records(images.record_files, log=log):
+        embedded = embed(
+            model, images.make_dataset, tta_flip=config.tta_flip, scales=tuple(config.tta_scales)
+        )
+    unreadable = check_embedded_ids(images, embedded.ids)
+    if unreadable:
+        named = ", ".join(unreadable[:5]) + (
+            f" and {len(unreadable) - 5} more" if len(unreadable) > 5 else ""
+        )
+        log(
+            f"warning: {len(unreadable)} {split} image(s) could not be read and are left out "
+            f"(their queries get an empty prediction): {named}"
+        )
+        embedded.unreadable = tuple(unreadable)
+    return embedded
 
 
 def train_landmark_ids(config, train: Embeddings) -> np.ndarray:
@@ -203,8 +225,6 @@ def non_landmark_vectors(model, config, log=print) -> np.ndarray | None:
         return None
     import tensorflow as tf
 
-    from landmarks.data import pipeline
-
     paths = sorted(
         os.path.join(folder, name)
         for folder, _, names in tf.io.gfile.walk(config.non_landmark_dir)
@@ -215,11 +235,7 @@ def non_landmark_vectors(model, config, log=print) -> np.ndarray | None:
         raise DataError(f"non_landmark_dir {config.non_landmark_dir}: no .jpg images found")
     ids = [os.path.splitext(os.path.basename(path))[0] for path in paths]
 
-    def factory(scale):
-        return pipeline.make_embed_dataset_from_files(
-            paths, ids, scaled_size(config.image_size, scale), config.batch_size
-        )
-
+    factory = image_files(config, paths, ids)
     vectors = embed(model, factory, tta_flip=config.tta_flip, scales=tuple(config.tta_scales))
     log(f"non-landmark penalty: {len(vectors)} photos from {config.non_landmark_dir}")
     return vectors.vectors

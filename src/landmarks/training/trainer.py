@@ -47,11 +47,16 @@ def backbone_variables(train_model) -> list:
 
 
 def _check_resume_compatible(config: Config, run_dir: str) -> None:
-    """A run folder's saved config.yaml must agree on the weight-shaping keys (else no resume)."""
+    """A run folder with checkpoints must have been run with the same weight-shaping keys
+    (its config.yaml says), else they cannot be resumed. A folder without checkpoints (a run
+    that failed before its first epoch ended) takes any new config."""
     import tensorflow as tf
 
+    from landmarks.training.checkpoints import read_index
+
     saved_path = os.path.join(run_dir, "config.yaml")
-    if not tf.io.gfile.exists(saved_path):
+    checkpoint_dir = os.path.join(run_dir, "checkpoints")
+    if not tf.io.gfile.exists(saved_path) or read_index(checkpoint_dir) is None:
         return
     saved = Config.load(saved_path)
     changed = [k for k in SHAPE_KEYS if getattr(saved, k) != getattr(config, k)]
@@ -71,17 +76,33 @@ def _targets_per_output(dataset, output_names):
 
 
 def train(config: Config, *, verbose: int = 2) -> str:
-    """Train (or resume) the run `config.run_dir`; returns that folder. See the module docstring."""
+    """Train (or resume) the run `config.run_dir`; returns that folder. See the module docstring.
+
+    The process that writes the run folder holds its lock (landmarks.training.run_lock) from
+    before config.yaml is written until the last file is: a second run into the same folder
+    stops at once with an error naming the holder.
+    """
+    import contextlib
+
+    from landmarks.training.devices import detect_strategy
+    from landmarks.training.run_lock import run_folder_lock
+
+    setup = detect_strategy()
+    plan = check_config(config, replicas=setup.replicas)
+    lock = run_folder_lock(config.run_dir) if setup.is_chief else contextlib.nullcontext()
+    with lock:
+        return _train(config, setup, plan, verbose)
+
+
+def _train(config: Config, setup, plan: TrainingPlan, verbose: int) -> str:
     import keras
     import tensorflow as tf
 
     from landmarks.training import callbacks as cb
     from landmarks.training import checkpoints
-    from landmarks.training.devices import detect_strategy, multi_worker_trainer
+    from landmarks.training.devices import multi_worker_trainer
     from landmarks.training.precision import resolve_jit_compile, resolve_precision
 
-    setup = detect_strategy()
-    plan = check_config(config, replicas=setup.replicas)
     precision = resolve_precision(config.precision, setup.kind)
     jit_compile = resolve_jit_compile(config.jit_compile, setup.kind, setup.backend)
     resolved = Config.from_dict(config.to_dict(), source="config")
@@ -135,6 +156,7 @@ def train(config: Config, *, verbose: int = 2) -> str:
     last_epoch = config.stop_after_epochs or config.epochs
     if start_epoch < last_epoch:
         from landmarks.data.pipeline import make_train_dataset
+        from landmarks.data.record_check import naming_bad_records
 
         dataset = make_train_dataset(
             plan.train_files,
@@ -149,7 +171,7 @@ def train(config: Config, *, verbose: int = 2) -> str:
         trainer = multi_worker_trainer(parts.model) if setup.multi_worker else parts.model
         if trainer is not parts.model:
             _compile(trainer, parts, config, jit_compile)
-        with setup.scope():
+        with setup.scope(), naming_bad_records(plan.train_files + plan.holdout_files):
             trainer.fit(
                 dataset,
                 epochs=last_epoch,
