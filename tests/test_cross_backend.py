@@ -35,10 +35,10 @@ def _run(backend: str, *args, worker: Path = WORKER) -> str:
 @pytest.mark.slow
 def test_each_backend_loads_the_others_model_with_the_same_embeddings(tmp_path):
     saved = {backend: tmp_path / backend for backend in ("tensorflow", "jax")}
-    for backend, folder in saved.items():
+    for folder in saved.values():
         folder.mkdir()
-        _run(backend, "save", folder)
-    _run("jax", "load", saved["tensorflow"], tmp_path / "tf_model_on_jax.npy")
+    _run("tensorflow", "save", saved["tensorflow"])
+    _run("jax", "save", saved["jax"], saved["tensorflow"], tmp_path / "tf_model_on_jax.npy")
     _run("tensorflow", "load", saved["jax"], tmp_path / "jax_model_on_tf.npy")
 
     for source, other in (("tensorflow", "tf_model_on_jax"), ("jax", "jax_model_on_tf")):

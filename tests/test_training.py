@@ -216,7 +216,7 @@ def _saved_step_and_epochs(checkpoint: Path) -> tuple[int, int]:
 
     with h5py.File(checkpoint, "r") as handle:
         iterations = handle["optimizer/0"]
-        assert iterations.attrs["path"].endswith("iterations")
+        assert iterations.attrs["path"].endswith("/iteration")
         return int(iterations[()]), int(handle.attrs["finished_epochs"])
 
 

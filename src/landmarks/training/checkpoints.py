@@ -65,14 +65,17 @@ def _inner_optimizer(optimizer):
 
 
 def _to_numpy(variable) -> np.ndarray:
-    """A variable's value on this host (a replicated JAX array spanning several hosts is read
-    from this host's first shard, which holds all of it)."""
+    """A variable's value on this host: a tf.distribute variable's local copy (read in
+    cross-replica context, no collective), a replicated JAX array spanning several hosts from
+    this host's first shard, which holds all of it."""
     value = variable.value
-    if keras.backend.backend() == "jax" and not getattr(value, "is_fully_addressable", True):
+    if keras.backend.backend() == "tensorflow":
+        return np.asarray(value.read_value().numpy())
+    if not getattr(value, "is_fully_addressable", True):
         if not value.sharding.is_fully_replicated:
             raise ConfigError(f"checkpoint: variable {variable.path} is sharded across hosts")
         value = value.addressable_shards[0].data
-    return np.asarray(keras.ops.convert_to_numpy(value))
+    return np.asarray(value)
 
 
 class RunCheckpoint(keras.callbacks.Callback):
