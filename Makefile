@@ -30,8 +30,11 @@ $(DATA)/train.csv: $(STAMP) src/landmarks/data/demo.py
 demo: data
 	$(BIN)/python -m landmarks demo
 
+# The backend is fixed per process: the whole suite on TensorFlow, then the tests marked
+# `backends` (behaviour that depends on the backend) again on JAX.
 test: data
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	KERAS_BACKEND=tensorflow $(BIN)/python -m pytest $(PYTEST_ARGS)
+	KERAS_BACKEND=jax $(BIN)/python -m pytest -m backends $(PYTEST_ARGS)
 
 # The ratio benchmarks (each prints its ratios as JSON on its last line). bench/heads_gap.py
 # trains four demo models at the demo budget (about an hour on 2 cores): `make bench-heads`.

@@ -18,6 +18,22 @@ from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
 HERE = Path(__file__).resolve().parent
 
+BACKEND_MD = """\
+## Keras backend
+Chosen before anything imports Keras, as `python -m landmarks --backend` chooses it: `auto` is
+JAX on a TPU VM whose TensorFlow has no TPU support (Kaggle's TPU VM image ships
+tensorflow-cpu and jax[tpu]), TensorFlow everywhere else; an empty `BACKEND` keeps
+`KERAS_BACKEND` when it is set. To switch after Keras was imported, restart the kernel."""
+
+BACKEND_CELL = """\
+from landmarks.backend import select_backend
+
+print("keras backend:", select_backend(BACKEND))"""
+
+BACKEND_PARAMETER = (
+    'BACKEND = ""  # Keras backend: "" (KERAS_BACKEND, else auto), "auto", "jax", "tensorflow"'
+)
+
 ENVIRONMENT_MD = """\
 ## Where are we running?
 One call tells Kaggle, Colab and a local machine apart (and TPU, GPU, CPU).
@@ -145,9 +161,13 @@ SETTINGS = {
     "batch_size": 32,
     "epochs": 10,
 }
-PUBLISH_SLUG = ""  # e.g. "gldv2-dolg-b0-512": publish the run folder as a Kaggle dataset""",
+PUBLISH_SLUG = ""  # e.g. "gldv2-dolg-b0-512": publish the run folder as a Kaggle dataset
+"""
+        + BACKEND_PARAMETER,
         metadata={"tags": ["parameters"]},
     ),
+    new_markdown_cell(BACKEND_MD),
+    new_code_cell(BACKEND_CELL),
     new_markdown_cell(ENVIRONMENT_MD),
     new_code_cell("""\
 from landmarks.kaggle.environment import detect_environment
@@ -223,7 +243,9 @@ OUTPUT_DIR = "/kaggle/working"  # embeddings are kept in OUTPUT_DIR/<run name>/e
 TASK = "recognition"  # or "retrieval" (the test images rank DATA_DIR/index)
 SUBMISSION = "/kaggle/working/submission.csv"
 SOLUTION = ""  # optional solution CSV to score the submission against
-SETTINGS = {"knn_k": 10, "tta_flip": False, "batch_size": 64}""",
+SETTINGS = {"knn_k": 10, "tta_flip": False, "batch_size": 64}
+"""
+        + BACKEND_PARAMETER,
         metadata={"tags": ["parameters"]},
     ),
     new_markdown_cell("""\
@@ -235,6 +257,8 @@ import importlib.util
 
 if importlib.util.find_spec("landmarks") is None:
     %pip install --quiet --no-index --find-links {WHEELS_DIR} landmarks"""),
+    new_markdown_cell(BACKEND_MD),
+    new_code_cell(BACKEND_CELL),
     new_markdown_cell(ENVIRONMENT_MD),
     new_code_cell("""\
 from landmarks.kaggle.environment import detect_environment

@@ -1,4 +1,5 @@
-"""The one shared test helper for Keras layers: `run_layer_test`.
+"""The one shared test helper for Keras layers: `run_layer_test` (and `gradients`), on either
+Keras backend (`make test` runs the layer tests on TensorFlow and on JAX).
 
 Every layer test of the project goes through it, so that each layer is checked the same way:
 
@@ -29,6 +30,29 @@ import keras
 import numpy as np
 
 MIXED_POLICIES = ("mixed_float16", "mixed_bfloat16")
+
+
+def gradients(layer, inputs, loss: Callable, **call_kwargs) -> list[np.ndarray]:
+    """numpy gradients of `loss(layer(inputs, **call_kwargs))` (a scalar) with respect to
+    `layer.trainable_variables`, on whichever backend Keras runs: a tf.GradientTape, or
+    jax.grad of the layer's `stateless_call` (jitted: op by op it takes minutes on a CNN)."""
+    if keras.backend.backend() == "jax":
+        import jax
+
+        frozen = [v.value for v in layer.non_trainable_variables]
+
+        def value(trainable):
+            outputs, _ = layer.stateless_call(trainable, frozen, inputs, **call_kwargs)
+            return loss(outputs)
+
+        grads = jax.jit(jax.grad(value))([v.value for v in layer.trainable_variables])
+        return [np.asarray(g) for g in grads]
+    import tensorflow as tf
+
+    with tf.GradientTape() as tape:
+        value = loss(layer(inputs, **call_kwargs))
+    grads = tape.gradient(value, layer.trainable_variables)
+    return [None if g is None else g.numpy() for g in grads]
 
 
 def run_layer_test(

@@ -12,6 +12,8 @@ from layer_helper import run_layer_test
 from landmarks.errors import DataError
 from landmarks.layers import SubCenterArcFace, dynamic_margins
 
+pytestmark = pytest.mark.backends
+
 
 def numpy_arcface(emb, centers, num_classes, k, scale, margins, labels=None):
     """Reference written from the definitions: centers (D, N*k), margins per class (N,)."""

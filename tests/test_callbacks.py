@@ -1,5 +1,5 @@
-"""Callbacks on tiny Keras models: checkpoint round trip, history on resume, NaN stop,
-init_from, and the validation GAP on embeddings whose answer is known by construction."""
+"""Callbacks on tiny Keras models, on both backends: checkpoint round trip, history on resume,
+NaN stop, init_from, and the validation GAP on embeddings whose answer is known by construction."""
 
 from __future__ import annotations
 
@@ -14,6 +14,8 @@ from landmarks.errors import ConfigError
 from landmarks.training.callbacks import HistoryCSV, StopOnNaN, TrainingDivergedError, ValidationGAP
 from landmarks.training.checkpoints import RunCheckpoint, restore_model_weights
 from landmarks.training.optimization import ArcFaceCrossEntropy, make_optimizer, make_schedule
+
+pytestmark = pytest.mark.backends
 
 
 def _model(seed: int, weights_from=None):

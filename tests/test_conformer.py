@@ -28,6 +28,7 @@ def _gelu(v):
     return 0.5 * v * (1.0 + _erf(v / math.sqrt(2.0)))
 
 
+@pytest.mark.backends
 def test_fcu_down_matches_numpy():
     rng = np.random.default_rng(0)
     x = rng.standard_normal((2, 4, 6, 3)).astype("float32")
@@ -52,6 +53,7 @@ def test_fcu_down_matches_numpy():
     np.testing.assert_allclose(out, expected, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.backends
 def test_fcu_up_matches_numpy():
     rng = np.random.default_rng(1)
     tokens = rng.standard_normal((2, 1 + 2 * 3, 4)).astype("float32")
@@ -79,6 +81,7 @@ def test_fcu_up_matches_numpy():
     np.testing.assert_allclose(out, expected, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.backends
 def test_transformer_block_attention_matches_numpy():
     rng = np.random.default_rng(2)
     x = rng.standard_normal((1, 3, 4)).astype("float32")
@@ -100,6 +103,7 @@ def test_transformer_block_attention_matches_numpy():
     np.testing.assert_allclose(out[0], expected, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.backends
 def test_conv_bottleneck_layer_checks():
     run_layer_test(
         ConvBottleneck,
@@ -124,11 +128,13 @@ def test_conv_bottleneck_rejects_width_change_without_projection():
         ConvBottleneck(6)
 
 
+@pytest.mark.backends
 def test_fcu_layer_checks():
     run_layer_test(FCUDown, {"embed_dim": 6, "stride": 2}, [(2, 4, 4, 3), (2, 5, 6)], (2, 5, 6))
     run_layer_test(FCUUp, {"filters": 3, "stride": 2}, [(2, 5, 6), (2, 4, 4, 7)], (2, 4, 4, 3))
 
 
+@pytest.mark.backends
 def test_transformer_layer_checks():
     run_layer_test(TransformerBlock, {"num_heads": 2}, (2, 5, 8), (2, 5, 8), atol=1e-5)
     run_layer_test(ClassToken, {}, (2, 4, 8), (2, 5, 8))

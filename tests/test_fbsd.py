@@ -35,6 +35,7 @@ def _fbsm_reference(x, kernel, bias, bn, k, alpha, beta):
     return boosted, suppressed
 
 
+@pytest.mark.backends
 @pytest.mark.parametrize("height,strips", [(8, 4), (6, 4), (2, 4), (5, 1)])
 def test_fbsm_matches_numpy(height, strips):
     rng = np.random.default_rng(height * 10 + strips)
@@ -89,6 +90,7 @@ def _fdm_reference(x1, x2, scale):
     return out1, out2
 
 
+@pytest.mark.backends
 def test_fdm_matches_numpy():
     rng = np.random.default_rng(1)
     x1 = rng.standard_normal((2, 4, 3, 5)).astype("float32")
@@ -104,6 +106,7 @@ def test_fdm_rejects_different_channel_counts():
         FDM()([np.zeros((1, 2, 2, 3), "float32"), np.zeros((1, 2, 2, 4), "float32")])
 
 
+@pytest.mark.backends
 @pytest.mark.parametrize("size,k", [(4, 5), (2, 5), (3, 1)])
 def test_topk_pool_matches_numpy(size, k):
     x = np.random.default_rng(size).standard_normal((2, size, size + 1, 3)).astype("float32")
@@ -119,16 +122,19 @@ def test_bad_constructor_arguments():
         TopKPool(0)
 
 
+@pytest.mark.backends
 def test_fbsm_layer_checks():
     run_layer_test(FBSM, {"num_strips": 4}, (2, 8, 4, 6), [(2, 8, 4, 6), (2, 8, 4, 6)], atol=1e-5)
 
 
+@pytest.mark.backends
 def test_fdm_layer_checks():
     run_layer_test(
         FDM, {"scale": 0.01}, [(2, 4, 4, 6), (2, 2, 2, 6)], [(2, 4, 4, 6), (2, 2, 2, 6)], atol=1e-5
     )
 
 
+@pytest.mark.backends
 def test_topk_pool_layer_checks():
     run_layer_test(TopKPool, {"k": 3}, (2, 3, 3, 4), (2, 4), expect_weights=False)
 

@@ -173,6 +173,7 @@ def _dataset(images, ids, batch=2):
     ).batch(batch)
 
 
+@pytest.mark.backends
 def test_embed_flip_and_scales_average_of_normalised_views(tiny_model):
     rng = np.random.default_rng(0)
     sizes = {0.5: 32, 1.0: 64}
@@ -190,6 +191,7 @@ def test_embed_flip_and_scales_average_of_normalised_views(tiny_model):
     assert result.labels.tolist() == [-1, 0, 1, 2, 3]
 
 
+@pytest.mark.backends
 def test_embed_resizes_a_single_dataset_per_scale(tiny_model):
     seen = []
 
@@ -204,6 +206,7 @@ def test_embed_resizes_a_single_dataset_per_scale(tiny_model):
     assert result.vectors.shape == (3, 4)
 
 
+@pytest.mark.backends
 def test_embed_errors(tiny_model):
     images = np.zeros((2, 32, 32, 3), np.float32)
     with pytest.raises(DataError, match="scales"):
@@ -280,6 +283,7 @@ def _folder_ids(data_dir, split):
     return sorted(p.stem for p in (data_dir / split).rglob("*.jpg"))
 
 
+@pytest.mark.backends
 def test_infer_recognition_end_to_end(tiny_run, mini_landmarks, capsys):
     import pandas as pd
 

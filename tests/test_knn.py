@@ -13,10 +13,11 @@ from landmarks.inference.search import knn
 SEARCHES = {
     "tf-float32": {"backend": "tf", "precision": "float32"},
     "tf-bfloat16": {"backend": "tf", "precision": "bfloat16"},
+    "jax": {"backend": "jax"},
     "numpy": {"backend": "numpy"},
     "faiss": {"backend": "faiss"},
 }
-EXACT_CHUNKED = ["tf-float32", "tf-bfloat16", "numpy"]
+EXACT_CHUNKED = ["tf-float32", "tf-bfloat16", "jax", "numpy"]
 
 
 def _unit(rows: int, dim: int, seed: int) -> np.ndarray:
@@ -74,7 +75,27 @@ def test_ties_go_to_the_lower_row_even_across_index_chunks(search):
     np.testing.assert_array_equal(indices, [[1, 4, 9]])
 
 
-@pytest.mark.parametrize("search", ["tf-float32", "tf-bfloat16"])
+def test_every_exact_back_end_finds_the_same_neighbours_on_a_larger_index():
+    queries, index = _unit(300, 64, seed=14), _unit(5000, 64, seed=15)
+    _, expected = _brute_force(queries, index, 10)
+    for search in ["tf-float32", "tf-bfloat16", "jax", "numpy", "faiss"]:
+        _, indices = knn(
+            queries, index, 10, chunk_size=128, index_chunk_size=1024, **SEARCHES[search]
+        )
+        np.testing.assert_array_equal(indices, expected, err_msg=search)
+
+
+def test_auto_back_end_follows_the_keras_backend(monkeypatch):
+    from landmarks.inference.search import resolve_backend
+
+    monkeypatch.setenv("KERAS_BACKEND", "jax")
+    assert resolve_backend("auto") == "jax"
+    monkeypatch.setenv("KERAS_BACKEND", "tensorflow")
+    assert resolve_backend("auto") == "tf"
+    assert resolve_backend("faiss") == "faiss"
+
+
+@pytest.mark.parametrize("search", ["tf-float32", "tf-bfloat16", "jax"])
 def test_ties_inside_one_group_and_across_groups_of_an_index_chunk(search):
     # 100 rows in one chunk: rows 3, 5 (group 0), 17 (group 1) and 70 (group 4) are one vector,
     # so the per-block top-k over group maxima must still return them in row order.

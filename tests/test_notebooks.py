@@ -137,7 +137,20 @@ def test_parameters_cell_holds_kaggle_defaults_first(name):
     paths = [v for v in values.values() if isinstance(v, str) and v.startswith("/")]
     assert paths and all(p.startswith(("/kaggle/input/", "/kaggle/working")) for p in paths)
     # The next code cells detect the platform through one landmarks call.
-    assert any("detect_environment()" in cell.source for cell in code[1:3])
+    assert any("detect_environment()" in cell.source for cell in code[1:4])
+
+
+@pytest.mark.parametrize("name", NAMES[1:])
+def test_keras_backend_is_chosen_before_keras_is_imported(name):
+    code = _code_cells(_load(name))
+    chooses = [i for i, cell in enumerate(code) if "select_backend(BACKEND)" in cell.source]
+    imports_keras = [
+        i
+        for i, cell in enumerate(code)
+        if any(f"landmarks.{stage}" in cell.source for stage in ("training", "inference", "models"))
+    ]
+    assert len(chooses) == 1 and chooses[0] <= 2 and chooses[0] < min(imports_keras)
+    assert _parameters(_load(name))["BACKEND"] == ""
 
 
 def test_papermill_uses_this_virtualenv_kernel(tmp_path, monkeypatch):

@@ -108,11 +108,11 @@ def test_a_stale_heartbeat_lock_is_taken_over_and_a_live_one_is_not(tmp_path):
 
 
 def _fake_checkpoint(run_dir) -> None:
-    """What tf.train.latest_checkpoint needs to see a checkpoint: the index file and ckpt-1.index."""
+    """What landmarks.training.checkpoints.read_index needs to see a checkpoint: its index."""
     folder = run_dir / "checkpoints"
     folder.mkdir(parents=True)
-    (folder / "checkpoint").write_text('model_checkpoint_path: "ckpt-1"\n')
-    (folder / "ckpt-1.index").write_bytes(b"")
+    index = {"latest": "ckpt-1.h5", "finished_epochs": 1, "step": 4, "kept": ["ckpt-1.h5"]}
+    (folder / "checkpoint.json").write_text(json.dumps(index))
 
 
 def test_only_checkpoints_tie_a_run_folder_to_its_shapes(tmp_path):

@@ -1,6 +1,7 @@
-"""Command line: `python -m landmarks <command> ...`.
+"""Command line: `python -m landmarks [--backend jax|tensorflow|auto] <command> ...`.
 
-Each command is registered by one `_register_<name>(subparsers)` function listed in
+`--backend` chooses the Keras backend before anything imports Keras (landmarks.backend). Each
+command is registered by one `_register_<name>(subparsers)` function listed in
 `_REGISTRARS`; its handler imports the heavy modules it needs only when it runs, so that
 `--help` does not import TensorFlow. Errors of type `LandmarksError` (bad input, bad settings)
 are printed as one line `error: ...` with exit status 2; anything else is a bug and keeps its
@@ -13,6 +14,7 @@ import argparse
 import os
 import sys
 
+from landmarks.backend import CHOICES, select_backend
 from landmarks.errors import LandmarksError
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
@@ -24,6 +26,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
 _REGISTRARS: list = []
+KERAS_COMMANDS = ("train", "infer", "demo")  # the commands that run a Keras model
 
 
 def _add_config_arguments(parser: argparse.ArgumentParser, config_help: str, example: str) -> None:
@@ -447,6 +450,14 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m landmarks",
         description="Google Landmark Recognition/Retrieval pipeline: data, training, kNN inference.",
     )
+    parser.add_argument(
+        "--backend",
+        choices=CHOICES,
+        default=None,
+        help="Keras backend, chosen before Keras is imported: jax, tensorflow, or auto (jax on "
+        "a TPU VM whose TensorFlow has no TPU support, else tensorflow). Default: "
+        "KERAS_BACKEND when set, else auto",
+    )
     subparsers = parser.add_subparsers(dest="command", metavar="<command>")
     for register in _REGISTRARS:
         register(subparsers)
@@ -461,6 +472,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
+        decision = select_backend(args.backend)
+        if args.command in KERAS_COMMANDS:
+            print(f"keras backend: {decision}", flush=True)
         return int(args.handler(args) or 0)
     except LandmarksError as error:
         print(f"error: {error}", file=sys.stderr)

@@ -86,7 +86,7 @@ class Config:
     # --- inference ------------------------------------------------------------------------
     model_path: str = ""  # embed_model.keras; "" = output_dir/run_name/embed_model.keras
     image_source: str = "folder"  # test/index images: "folder" (data_dir/<split>, where Kaggle puts the hidden test set) or "records" (<split>-*.tfrec, checked against the folder)
-    knn_backend: str = "tf"  # "tf" (chunked matmul + top_k) or "faiss"
+    knn_backend: str = "auto"  # "auto" (jax on the JAX backend, else tf), "tf", "jax" (chunked matmul + top_k), "numpy", "faiss", "faiss-ivf", "faiss-hnsw"
     knn_k: int = 10  # neighbours for recognition voting
     tta_flip: bool = False
     tta_scales: list[float] = field(default_factory=lambda: [1.0])

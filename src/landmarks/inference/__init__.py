@@ -2,8 +2,10 @@
 
 Modules, one job each:
   embedding     Embeddings, embed (flip / multi-scale TTA), save/load .npz
-  search        knn: exact search (tf, numpy, faiss) and approximate faiss indexes
+  search        knn: exact search (tf, jax, numpy, faiss) and approximate faiss indexes
   knn_tf        the exact TensorFlow search behind knn(backend="tf")
+  knn_jax       the exact JAX search behind knn(backend="jax")
+  forward       a Keras model's inference call, compiled (tf.function or jax.jit on the devices)
   recognition   recognize (summed-similarity votes), non-landmark penalty
   rerank        alpha query expansion, database augmentation, label re-ranking
   predict       the recognition and retrieval recipes

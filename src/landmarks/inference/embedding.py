@@ -59,7 +59,9 @@ def embed(
 ) -> Embeddings:
     """Embed every element of `dataset` with `embed_model`, averaging test-time augmentations.
 
-    embed_model: image float32 [B, H, W, 3] in [0, 255] -> float32 [B, D] (H, W multiples of 32).
+    embed_model: image float32 [B, H, W, 3] in [0, 255] -> float32 [B, D] (H, W multiples of 32):
+        a Keras model (run through landmarks.inference.forward.compiled_forward, on the JAX
+        devices or as a tf.function), or any callable of numpy batches.
     dataset: a tf.data.Dataset of batches {"image": float32 [B, S, S, 3], "id": string [B],
         "label": int32 [B]} (as landmarks.data.pipeline.make_embed_dataset gives); each scale s
         then resizes the batch in-graph to scaled_size(S, s) pixels. Or a callable
@@ -72,6 +74,7 @@ def embed(
     scales = tuple(float(s) for s in scales)
     if not scales or any(not np.isfinite(s) or s <= 0 for s in scales):
         raise DataError(f"embed: scales must be positive numbers, got {scales!r}")
+    embed_model = _as_forward(embed_model)
     total = None
     ids = labels = None
     for scale in scales:
@@ -87,15 +90,27 @@ def embed(
     return Embeddings(ids=ids, vectors=_normalise(total), labels=_known_labels(labels))
 
 
-def _embed_views(embed_model, dataset, scale: float | None, tta_flip: bool):
-    """Sum over the flip views of the normalised embeddings of one scale: ids, labels, [N, D]."""
+def _as_forward(embed_model):
+    """A Keras model compiled for inference (once per embed call); other callables as they are."""
+    import keras
+
+    if isinstance(embed_model, keras.Model):
+        from landmarks.inference.forward import compiled_forward
+
+        return compiled_forward(embed_model)
+    return lambda images: embed_model(images, training=False)
+
+
+def _embed_views(forward, dataset, scale: float | None, tta_flip: bool):
+    """Sum over the flip views of the normalised embeddings of one scale: ids, labels, [N, D].
+    The batches are resized (tf.image, on the host) and handed to `forward` as numpy arrays."""
     import tensorflow as tf
 
     def run(images):
         if scale is not None and scale != 1.0:
             size = scaled_size(int(images.shape[1]), scale)
             images = tf.image.resize(images, [size, size], antialias=True)
-        return embed_model(images, training=False)
+        return forward(images.numpy())
 
     ids, labels, vectors = [], [], []
     for batch in dataset:

@@ -18,7 +18,7 @@ def predict_recognition(
     train_landmark_ids,
     *,
     k: int = 10,
-    backend: str = "tf",
+    backend: str = "auto",
     penalties=None,
     threshold: float | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -42,7 +42,7 @@ def predict_retrieval(
     index,
     *,
     k: int = RETRIEVAL_K,
-    backend: str = "tf",
+    backend: str = "auto",
     expansion_alpha: float = 0.0,
     expansion_k: int = 2,
     query_landmarks=None,

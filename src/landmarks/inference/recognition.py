@@ -79,7 +79,7 @@ def recognize(
 
 
 def non_landmark_penalties(
-    index_vectors, non_landmark_vectors, top_n: int = 5, *, backend: str = "tf"
+    index_vectors, non_landmark_vectors, top_n: int = 5, *, backend: str = "auto"
 ) -> np.ndarray:
     """p(b) = mean of the top-N similarities of each index row to the non-landmark set.
 
@@ -97,7 +97,7 @@ def non_landmark_penalties(
 
 
 def penalised_knn(
-    queries, index, penalties, k: int, *, backend: str = "tf"
+    queries, index, penalties, k: int, *, backend: str = "auto"
 ) -> tuple[np.ndarray, np.ndarray]:
     """knn by s(q, b) - penalties[b]: (penalised similarities float32 [Q, k], indices int64)."""
     queries = np.asarray(queries, dtype=np.float32)

@@ -46,7 +46,7 @@ def expand(
     return expanded / np.maximum(np.linalg.norm(expanded, axis=1, keepdims=True), 1e-12)
 
 
-def query_expansion(queries, index, *, alpha: float, k: int, backend: str = "tf") -> np.ndarray:
+def query_expansion(queries, index, *, alpha: float, k: int, backend: str = "auto") -> np.ndarray:
     """alpha-QE of `queries` [Q, D] with their k nearest rows of `index` [N, D]."""
     k = min(int(k), np.asarray(index).shape[0])
     if k < 1:
@@ -55,7 +55,7 @@ def query_expansion(queries, index, *, alpha: float, k: int, backend: str = "tf"
     return expand(queries, index, similarities, indices, alpha)
 
 
-def database_augmentation(index, *, alpha: float, k: int, backend: str = "tf") -> np.ndarray:
+def database_augmentation(index, *, alpha: float, k: int, backend: str = "auto") -> np.ndarray:
     """DBA: every index row expanded with its k nearest OTHER index rows. Returns [N, D]."""
     index = np.asarray(index, np.float32)
     k = min(int(k), index.shape[0] - 1)

@@ -44,14 +44,17 @@ def run_inference_tasks(config, outputs: dict[str, str], *, log=print) -> dict[s
     _check_inference_config(config)
     for out_path in outputs.values():
         check_writable_file(out_path, "submission (--out)")
+    from landmarks.inference.forward import compiled_forward
+
     model = load_embed_model(config)
+    forward = compiled_forward(model)  # compiled once, used for every split
     cache = os.path.join(config.run_dir, "embeddings")
     embedded: dict[str, Embeddings] = {}
 
     def get(split: str) -> Embeddings:
         if split not in embedded:
             log(f"embedding {split} ...")
-            embedded[split] = embed_split(model, config, split, log=log)
+            embedded[split] = embed_split(forward, config, split, log=log)
             save_embeddings(
                 os.path.join(cache, f"{split}.npz"), embedded[split], dtype=config.embed_dtype
             )
@@ -64,7 +67,7 @@ def run_inference_tasks(config, outputs: dict[str, str], *, log=print) -> dict[s
     if needs_train:
         train = get("train")
         train_landmarks = train_landmark_ids(config, train)
-        non_landmarks = non_landmark_vectors(model, config, log)
+        non_landmarks = non_landmark_vectors(forward, config, log)
         if non_landmarks is not None:
             penalties = non_landmark_penalties(
                 train.vectors, non_landmarks, config.non_landmark_top_n, backend=config.knn_backend
@@ -170,7 +173,8 @@ def load_embed_model(config):
 
 
 def embed_split(model, config, split: str, *, log=print) -> Embeddings:
-    """Embeddings of a split, with the config's flip and scale TTA; its images come from where
+    """Embeddings of a split with `model` (a Keras model or its compiled forward), with the
+    config's flip and scale TTA; its images come from where
     landmarks.inference.sources says (train: the records; test/index: the data folder, or
     records checked against it). Logs the source."""
     from landmarks.data.record_check import naming_bad_records

@@ -11,24 +11,37 @@ Back ends:
                 precision="bfloat16" screens in bfloat16 and re-scores what the screen keeps
                 in float32 (the same result, faster on CPUs with AVX512_BF16/AMX; keeps a
                 bfloat16 copy of the index); "auto" picks it there and float32 elsewhere.
+  "jax"         exact: chunked jnp matmul (HIGHEST precision) + lax.top_k on the default JAX
+                device, the index kept there (landmarks.inference.knn_jax); the TPU's search.
   "numpy"       exact: chunked numpy matmul + argpartition (the reference of the benchmark).
   "faiss"       exact: faiss.IndexFlatIP (CPU).
   "faiss-ivf"   approximate: faiss.IndexIVFFlat (inner product), `nlist` cells, `nprobe` probed.
   "faiss-hnsw"  approximate: faiss.IndexHNSWFlat (inner product), graph with `hnsw_m` links.
 
-Ties: with "tf" and "numpy", equal similarities are ordered by ascending index row (the lower row
+"auto" is "jax" when Keras runs on JAX (KERAS_BACKEND=jax, as landmarks.backend sets it) and "tf"
+otherwise.
+
+Ties: with "tf", "jax" and "numpy", equal similarities are ordered by ascending index row (the lower row
 comes first), across chunk boundaries too. faiss does not specify the order of exact ties.
 """
 
 from __future__ import annotations
 
 import math
+import os
 
 import numpy as np
 
 from landmarks.errors import DataError
 
-BACKENDS = ("tf", "numpy", "faiss", "faiss-ivf", "faiss-hnsw")
+BACKENDS = ("auto", "tf", "jax", "numpy", "faiss", "faiss-ivf", "faiss-hnsw")
+
+
+def resolve_backend(backend: str) -> str:
+    """`backend`, with "auto" made "jax" when Keras runs on JAX and "tf" otherwise."""
+    if backend == "auto":
+        return "jax" if os.environ.get("KERAS_BACKEND") == "jax" else "tf"
+    return backend
 
 
 def knn(
@@ -36,7 +49,7 @@ def knn(
     index,
     k: int,
     *,
-    backend: str = "tf",
+    backend: str = "auto",
     chunk_size: int = 1024,
     index_chunk_size: int = 8192,
     precision: str = "auto",
@@ -48,7 +61,7 @@ def knn(
 
     queries: float [Q, D]; index: float [N, D] (float16/float32/float64; computed in float32).
     k: 1 <= k <= N. chunk_size: queries per step; index_chunk_size: index rows per step ("tf",
-    "numpy"); peak extra memory is about chunk_size * index_chunk_size * 4 bytes (32 MiB by
+    "jax", "numpy"); peak extra memory is about chunk_size * index_chunk_size * 4 bytes (32 MiB by
     default; raise both on a GPU/TPU). precision ("tf"): "float32", "bfloat16" (a bfloat16
     screen whose kept rows are re-scored in float32; see landmarks.inference.knn_tf) or "auto".
     nlist/nprobe: IVF cells and cells probed (nlist default 4*sqrt(N)); hnsw_m: HNSW links.
@@ -67,10 +80,15 @@ def knn(
     if chunk_size < 1 or index_chunk_size < 1:
         raise DataError(f"knn: chunk sizes must be >= 1, got {chunk_size}, {index_chunk_size}")
     k = int(k)
+    backend = resolve_backend(backend)
     if queries.shape[0] == 0:
         return np.zeros((0, k), np.float32), np.zeros((0, k), np.int64)
     if backend == "tf":
         return _knn_tf(queries, index, k, chunk_size, index_chunk_size, precision)
+    if backend == "jax":
+        from landmarks.inference import knn_jax
+
+        return knn_jax.search(queries, index, k, chunk_size, index_chunk_size)
     if backend == "numpy":
         return _knn_numpy(queries, index, k, chunk_size, index_chunk_size)
     if backend in ("faiss", "faiss-ivf", "faiss-hnsw"):

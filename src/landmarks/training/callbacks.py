@@ -180,23 +180,3 @@ class ValidationGAP(keras.callbacks.Callback):
             self.best = gap
             if self.is_chief:
                 save_keras_atomic(self.save_model, self.best_path)
-
-
-def compiled_embedder(embed_model, strategy):
-    """`embed_model` as one traced call per batch shape, run on the strategy's first replica.
-
-    Calling the Keras model eagerly dispatches op by op (slow; on TPU very slow); this traces
-    the forward pass once per batch shape. Every replica gets the same batch and the first
-    replica's result is used, so no collective is needed.
-    Returns a callable (images float32 [B,S,S,3], training=False) -> float32 [B, D].
-    """
-    import tensorflow as tf
-
-    @tf.function
-    def forward(images):
-        return strategy.run(lambda x: embed_model(x, training=False), args=(images,))
-
-    def call(images, training=False):
-        return strategy.experimental_local_results(forward(images))[0]
-
-    return call

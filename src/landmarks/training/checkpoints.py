@@ -1,125 +1,289 @@
-"""Checkpoints of a run: save every epoch, resume the latest, start a stage from an earlier run,
-and save a Keras model atomically.
+"""Checkpoints of a run on either backend: save every epoch, resume the latest, start a stage
+from an earlier run, and save a Keras model atomically.
 
 Run folder (config.run_dir):
-    checkpoints/ckpt-N.*, checkpoints/checkpoint   every epoch: model weights, optimizer state
-                                                    (slots and `iterations`, hence the schedule
-                                                    position) and the number of finished epochs
+    checkpoints/ckpt-N.h5          after epoch N: every model variable (trainable and not, in
+                                   `model.weights` order), the optimizer's variables (its
+                                   `iterations`, hence the schedule position, and its slots) and,
+                                   under mixed_float16, the loss scale; attributes: finished
+                                   epochs, step, backend, Keras version
+    checkpoints/checkpoint.json    the index: {"latest": "ckpt-N.h5", "finished_epochs": N,
+                                   "step": S, "kept": [...]}, rewritten last, so a run killed
+                                   while saving resumes from the previous checkpoint
+
+Why not Keras' own formats (both were tried): `model.save_weights` of a compiled model stores the
+optimizer under the optimizer's own structure, so a mixed_float16 run (whose optimizer Keras
+wraps in a LossScaleOptimizer) and a bfloat16 or float32 run cannot resume each other: Keras
+then skips the optimizer with a warning and the schedule restarts at step 0.
+`keras.callbacks.OrbaxCheckpoint` needs Keras >= 3.14 and orbax-checkpoint, which Kaggle's and
+Colab's GPU images (Keras 3.10+) do not all have. This file holds arrays by position with their
+paths and shapes checked on restore, the same on JAX and TensorFlow, so a run started on a TPU
+with JAX resumes on a GPU with TensorFlow and the reverse (tested).
+
+Local paths are written to a temporary name and renamed; gs:// paths are written to a local
+temporary file first and copied through tf.io.gfile (a local staging copy). Only the chief
+writes (under DataParallel and tf.distribute every variable is replicated, so it holds them all).
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import shutil
 import tempfile
+import uuid
 
 import keras
+import numpy as np
 
 from landmarks.errors import ConfigError
+from landmarks.io_utils import read_text, write_text_atomic
 
 KEEP_CHECKPOINTS = 2
+INDEX = "checkpoint.json"
+FORMAT = "landmarks-checkpoint-1"
+
+
+def _gfile():
+    import tensorflow as tf
+
+    return tf.io.gfile
 
 
 def _exists(path: str) -> bool:
-    import tensorflow as tf
+    return _gfile().exists(path)
 
-    return tf.io.gfile.exists(path)
+
+def _inner_optimizer(optimizer):
+    """(the optimizer that owns the slots, the loss-scale wrapper's own variables or [])."""
+    if isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
+        inner = optimizer.inner_optimizer
+        own = [v for v in optimizer.variables if all(v is not w for w in inner.variables)]
+        return inner, own
+    return optimizer, []
+
+
+def _to_numpy(variable) -> np.ndarray:
+    """A variable's value on this host: a tf.distribute variable's local copy (read in
+    cross-replica context, no collective), a replicated JAX array spanning several hosts from
+    this host's first shard, which holds all of it."""
+    value = variable.value
+    if keras.backend.backend() == "tensorflow":
+        return np.asarray(value.read_value().numpy())
+    if not getattr(value, "is_fully_addressable", True):
+        if not value.sharding.is_fully_replicated:
+            raise ConfigError(f"checkpoint: variable {variable.path} is sharded across hosts")
+        value = value.addressable_shards[0].data
+    return np.asarray(value)
 
 
 class RunCheckpoint(keras.callbacks.Callback):
-    """Saves a `tf.train.Checkpoint` of model + optimizer + finished epochs after every epoch.
-
-    `tf.train.Checkpoint` (rather than `.weights.h5`) because it saves distributed (TPU,
-    mirrored) variables and optimizer slots as they are, writes to gs:// directly, and commits a
-    checkpoint by rewriting the small `checkpoint` index file last: a kill mid-save leaves the
-    previous checkpoint as the latest. In multi-worker training every worker must save (the
-    save may run collectives); workers other than the chief write to a temporary folder that is
-    deleted right after.
-    """
+    """Saves model + optimizer + finished epochs to `directory` after every epoch; restores the
+    latest. The optimizer must be built before `restore_latest` (so its slots exist)."""
 
     def __init__(self, directory: str, model, optimizer, *, is_chief: bool = True):
         super().__init__()
-        import tensorflow as tf
-
         self.directory = directory
+        self.checkpoint_model = model
+        self.optimizer = optimizer
         self.is_chief = is_chief
-        self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="finished_epochs")
-        self.checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, epoch=self.epoch)
+
+    def read_index(self) -> dict | None:
+        """The index of the latest checkpoint, or None when there is none."""
+        return read_index(self.directory)
 
     def latest(self) -> str | None:
-        import tensorflow as tf
-
-        return tf.train.latest_checkpoint(self.directory)
+        index = self.read_index()
+        return None if index is None else os.path.join(self.directory, index["latest"])
 
     def restore_latest(self) -> int:
         """Restore the latest checkpoint if any; returns the number of finished epochs (0 if none).
 
-        The optimizer must be built first, so that its slot variables are restored at once.
+        ConfigError when the checkpoint does not fit the model or optimizer (naming the first
+        variable that differs), or when the optimizer's step is not the one the index recorded.
         """
-        path = self.latest()
-        if path is None:
+        index = self.read_index()
+        if index is None:
             return 0
-        self.checkpoint.restore(path).assert_existing_objects_matched()
-        return int(self.epoch.numpy())
+        path = os.path.join(self.directory, index["latest"])
+        inner, loss_scale = _inner_optimizer(self.optimizer)
+        with _opened(path) as store:
+            _assign(self.checkpoint_model.weights, store["model"], path, "model")
+            _assign(inner.variables, store["optimizer"], path, "optimizer")
+            if loss_scale and "loss_scale" in store and len(store["loss_scale"]) == len(loss_scale):
+                _assign(loss_scale, store["loss_scale"], path, "loss_scale")
+        step = int(_to_numpy(self.optimizer.iterations))
+        if step != int(index["step"]):
+            raise ConfigError(f"{path}: restored step {step}, but {INDEX} says {index['step']}")
+        return int(index["finished_epochs"])
 
-    def save(self, finished_epochs: int) -> str:
-        import tensorflow as tf
-
-        self.epoch.assign(finished_epochs)
-        # Every worker runs the same save (same collectives); non-chiefs into a scratch folder.
-        directory = self.directory if self.is_chief else tempfile.mkdtemp(prefix="landmarks-ckpt-")
-        try:
-            manager = tf.train.CheckpointManager(
-                self.checkpoint, directory, max_to_keep=KEEP_CHECKPOINTS
-            )
-            return manager.save(checkpoint_number=finished_epochs)
-        finally:
-            if not self.is_chief:
-                shutil.rmtree(directory, ignore_errors=True)
+    def save(self, finished_epochs: int) -> str | None:
+        """Write ckpt-<finished_epochs>.h5, then the index; returns its path (None off-chief)."""
+        if not self.is_chief:
+            return None
+        inner, loss_scale = _inner_optimizer(self.optimizer)
+        step = int(_to_numpy(self.optimizer.iterations))
+        name = f"ckpt-{finished_epochs}.h5"
+        path = os.path.join(self.directory, name)
+        groups = {"model": self.checkpoint_model.weights, "optimizer": inner.variables}
+        if loss_scale:
+            groups["loss_scale"] = loss_scale
+        attributes = {
+            "format": FORMAT,
+            "finished_epochs": finished_epochs,
+            "step": step,
+            "backend": keras.backend.backend(),
+            "keras_version": keras.__version__,
+        }
+        _write_h5(path, groups, attributes)
+        previous = self.read_index() or {}
+        kept = [n for n in previous.get("kept", []) if n != name] + [name]
+        dropped, kept = kept[:-KEEP_CHECKPOINTS], kept[-KEEP_CHECKPOINTS:]
+        index = {"latest": name, "finished_epochs": finished_epochs, "step": step, "kept": kept}
+        write_text_atomic(os.path.join(self.directory, INDEX), json.dumps(index, indent=1) + "\n")
+        for old in dropped:
+            old_path = os.path.join(self.directory, old)
+            if _exists(old_path):
+                _gfile().remove(old_path)
+        return path
 
     def on_epoch_end(self, epoch, logs=None):
         self.save(epoch + 1)
 
 
+def read_index(directory: str) -> dict | None:
+    """checkpoint.json of `directory`, or None when there is none. ConfigError for a folder
+    that holds checkpoints of the earlier tf.train.Checkpoint format (which would otherwise
+    be silently trained over)."""
+    path = os.path.join(directory, INDEX)
+    if not _exists(path):
+        if _exists(os.path.join(directory, "checkpoint")):
+            raise ConfigError(
+                f"{directory}: holds tf.train.Checkpoint checkpoints of an earlier version of "
+                "landmarks, which this version cannot resume; use another run_name"
+            )
+        return None
+    try:
+        index = json.loads(read_text(path))
+    except ValueError as error:
+        raise ConfigError(f"{path}: not a checkpoint index ({error})") from error
+    missing = [key for key in ("latest", "finished_epochs", "step") if key not in index]
+    if missing:
+        raise ConfigError(f"{path}: not a checkpoint index (no {', '.join(missing)})")
+    return index
+
+
+def _write_h5(path: str, groups: dict, attributes: dict) -> None:
+    """Arrays of each group's variables as datasets "0", "1", ... (attribute "path") in one
+    HDF5 file at `path`, written under a temporary name (local) or staged locally (gs://)."""
+    import h5py
+
+    remote = "://" in path
+    if remote:
+        local = os.path.join(tempfile.mkdtemp(prefix="landmarks-ckpt-"), os.path.basename(path))
+    else:
+        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+        local = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
+    try:
+        with h5py.File(local, "w") as handle:
+            handle.attrs.update(attributes)
+            for group_name, variables in groups.items():
+                group = handle.create_group(group_name)
+                for position, variable in enumerate(variables):
+                    dataset = group.create_dataset(str(position), data=_to_numpy(variable))
+                    dataset.attrs["path"] = variable.path
+        if remote:
+            _gfile().makedirs(os.path.dirname(path))
+            staged = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
+            _gfile().copy(local, staged, overwrite=True)
+            _gfile().rename(staged, path, overwrite=True)
+        else:
+            os.replace(local, path)
+    finally:
+        if remote:
+            shutil.rmtree(os.path.dirname(local), ignore_errors=True)
+        elif os.path.exists(local):
+            os.remove(local)
+
+
+@contextlib.contextmanager
+def _opened(path: str):
+    """`with _opened(path) as store`: {group: [(variable path, array)]} of a checkpoint file
+    (local, or gs:// through a local staging copy)."""
+    import h5py
+
+    staging = tempfile.mkdtemp(prefix="landmarks-ckpt-") if "://" in path else None
+    local = path
+    try:
+        if staging:
+            local = os.path.join(staging, os.path.basename(path))
+            _gfile().copy(path, local, overwrite=True)
+        try:
+            with h5py.File(local, "r") as handle:
+                if handle.attrs.get("format") != FORMAT:
+                    raise ConfigError(f"{path}: not a landmarks checkpoint")
+                store = {
+                    name: [(g[str(i)].attrs["path"], g[str(i)][()]) for i in range(len(g))]
+                    for name, g in handle.items()
+                }
+        except OSError as error:
+            raise ConfigError(f"{path}: unreadable checkpoint ({error})") from error
+        yield store
+    finally:
+        if staging:
+            shutil.rmtree(staging, ignore_errors=True)
+
+
+def _assign(variables, saved, path: str, group: str) -> None:
+    """Assign saved (path, array) pairs to `variables` by position, after checking that the
+    count and every shape agree (ConfigError naming the first that does not)."""
+    variables = list(variables)
+    if len(variables) != len(saved):
+        raise ConfigError(
+            f"{path}: {group} has {len(saved)} saved variables, this run has {len(variables)}"
+        )
+    for variable, (saved_path, value) in zip(variables, saved, strict=True):
+        if tuple(variable.shape) != tuple(value.shape):
+            raise ConfigError(
+                f"{path}: {group} variable {saved_path} has shape {tuple(value.shape)}, "
+                f"this run's {variable.path} has {tuple(variable.shape)}"
+            )
+    for variable, (_, value) in zip(variables, saved, strict=True):
+        variable.assign(value)
+
+
 def restore_model_weights(model, path: str) -> str:
-    """Load only the model weights of a checkpoint (a file prefix or a run folder) into `model`.
+    """Load only the model weights of a checkpoint into `model`; returns the file read.
 
-    Used to start a stage of staged training from the previous stage's run; the optimizer,
-    schedule position and epoch count start afresh. The checkpoint is read into a clone of
-    `model` whose weights are then copied: a compiled model tracks its optimizer, and
-    `tf.train.Checkpoint` would restore (or, before compile, defer-restore) the previous stage's
-    optimizer state and step into it. Returns the checkpoint prefix read.
+    `path`: a run folder (its checkpoints/), a checkpoints folder, or a ckpt-N.h5 file. Used to
+    start a stage of staged training from the previous stage's run; the optimizer, schedule
+    position and epoch count start afresh.
     """
-    import keras
-    import tensorflow as tf
-
-    prefix = path
+    found = None
+    if path.endswith(".h5") and _exists(path):
+        found = path
     for folder in (path, os.path.join(path, "checkpoints")):
-        found = tf.train.latest_checkpoint(folder) if tf.io.gfile.isdir(folder) else None
-        if found:
-            prefix = found
-            break
-    if not _exists(prefix + ".index"):
+        if found is None and _gfile().isdir(folder):
+            index = read_index(folder)
+            if index is not None:
+                found = os.path.join(folder, index["latest"])
+    if found is None:
         raise ConfigError(
             f"init_from: no checkpoint found at {path} (expected a run folder with "
-            "checkpoints/, a checkpoints folder, or a checkpoint prefix such as .../ckpt-3)"
+            "checkpoints/, a checkpoints folder, or a checkpoint file such as .../ckpt-3.h5)"
         )
-    twin = keras.models.clone_model(model)
-    try:
-        tf.train.Checkpoint(model=twin).restore(
-            prefix
-        ).expect_partial().assert_existing_objects_matched()
-    except (AssertionError, ValueError) as error:
-        raise ConfigError(f"init_from: {prefix} does not fit this model: {error}") from error
-    model.set_weights(twin.get_weights())
-    return prefix
+    with _opened(found) as store:
+        try:
+            _assign(model.weights, store["model"], found, "model")
+        except ConfigError as error:
+            raise ConfigError(f"init_from: {error}") from error
+    return found
 
 
 def save_keras_atomic(model, path: str) -> None:
     """`model.save(path)` through a temporary .keras name and a rename (local or gs://)."""
-    import tensorflow as tf
-
     directory, name = os.path.split(path)
     tmp = os.path.join(directory, f".tmp-{os.getpid()}-{name}")
     model.save(tmp)
-    tf.io.gfile.rename(tmp, path, overwrite=True)
+    _gfile().rename(tmp, path, overwrite=True)

@@ -1,6 +1,14 @@
-"""Pick the distribution strategy, the precision policy and XLA for the machine at hand.
+"""Pick how training is spread over the devices of the machine at hand, per Keras backend.
 
-Order of detection (first match wins):
+On JAX (`detect_strategy` when Keras runs on JAX): `keras.distribution.DataParallel` over every
+JAX device (the 8 cores of a TPU v3-8, several GPUs, or simulated CPU devices): variables are
+replicated, each global batch is split across the devices; one device means no distribution.
+Several hosts (a TPU pod slice): `keras.distribution.initialize()` (jax.distributed) runs first
+when KERAS_DISTRIBUTION_NUM_PROCESSES > 1 or TPU_WORKER_HOSTNAMES names several hosts; process 0
+is the chief (not tested: no pod slice was available). TensorFlow is kept off the accelerators
+(it only reads the records), so that it does not take the GPU's memory.
+
+On TensorFlow, order of detection (first match wins):
 
 1. a TPU (Kaggle/Colab TPU VM or TPU node, or a pod slice: the same `TPUStrategy` code, one
    replica per core over every host of the slice);
@@ -14,6 +22,8 @@ Precision and XLA: landmarks.training.precision.
 
 from __future__ import annotations
 
+import contextlib
+import glob
 import json
 import os
 from dataclasses import dataclass
@@ -25,10 +35,13 @@ from landmarks.errors import ConfigError
 class DeviceSetup:
     """The strategy and what it runs on.
 
+    strategy: the tf.distribute strategy (tensorflow), or the keras.distribution
+        DataParallel, None on one device (jax);
     kind: "tpu", "gpu" or "cpu" (the accelerator of each replica);
     replicas: number of replicas in sync over all workers (global batch = per-replica x this);
     workers: number of worker processes (1 unless multi-worker or a TPU pod slice with hosts);
-    is_chief: whether this process writes the run folder (worker 0, or the only one).
+    is_chief: whether this process writes the run folder (worker 0, or the only one);
+    backend: the Keras backend, "tensorflow" or "jax".
     """
 
     strategy: object
@@ -36,10 +49,34 @@ class DeviceSetup:
     replicas: int
     workers: int = 1
     is_chief: bool = True
+    backend: str = "tensorflow"
 
     @property
     def multi_worker(self) -> bool:
-        return self.workers > 1 and self.kind != "tpu"
+        """TensorFlow's multi-worker training (its trainer wrapper, no validation GAP)."""
+        return self.backend == "tensorflow" and self.workers > 1 and self.kind != "tpu"
+
+    def scope(self):
+        """The context in which models are built and trained."""
+        if self.strategy is None:
+            return contextlib.nullcontext()
+        return self.strategy.scope()
+
+    @property
+    def tensorflow_strategy(self):
+        """The tf.distribute strategy (None on JAX)."""
+        return self.strategy if self.backend == "tensorflow" else None
+
+    def __str__(self) -> str:
+        """E.g. "tpu x8 (jax, DataParallel)", "cpu x1 (tensorflow, default strategy)"."""
+        if self.strategy is None:
+            how = "one device"
+        elif self.backend == "tensorflow" and self.replicas == 1 and self.workers == 1:
+            how = "default strategy"
+        else:
+            how = type(self.strategy).__name__
+        hosts = f", {self.workers} hosts" if self.workers > 1 else ""
+        return f"{self.kind} x{self.replicas} ({self.backend}, {how}{hosts})"
 
 
 def _tf_config() -> dict:
@@ -73,7 +110,48 @@ def _connect_tpu():
 
 
 def detect_strategy(allow_tpu: bool = True) -> DeviceSetup:
-    """Build the strategy for this machine (see the module docstring for the order)."""
+    """Build the strategy for this machine and Keras backend (see the module docstring)."""
+    import keras
+
+    if keras.backend.backend() == "jax":
+        return _detect_jax()
+    return _detect_tensorflow(allow_tpu)
+
+
+def _detect_jax() -> DeviceSetup:
+    import jax
+    import keras
+
+    keep_tensorflow_off_accelerators()
+    if _multi_host_jax() and not jax.distributed.is_initialized():
+        keras.distribution.initialize()
+    devices = jax.devices()
+    kind = devices[0].platform
+    is_chief = jax.process_index() == 0
+    distribution = keras.distribution.DataParallel(devices=devices) if len(devices) > 1 else None
+    return DeviceSetup(distribution, kind, len(devices), jax.process_count(), is_chief, "jax")
+
+
+def _multi_host_jax() -> bool:
+    processes = os.environ.get("KERAS_DISTRIBUTION_NUM_PROCESSES", "")
+    hosts = [h for h in os.environ.get("TPU_WORKER_HOSTNAMES", "").split(",") if h.strip()]
+    return (processes.isdigit() and int(processes) > 1) or len(hosts) > 1
+
+
+def keep_tensorflow_off_accelerators() -> None:
+    """Hide the GPUs from TensorFlow (JAX drives them; tf.data only reads the records), before
+    TensorFlow initialises its devices; a no-op when it already has."""
+    if not glob.glob("/dev/nvidia[0-9]*"):
+        return  # no GPU to hide (and asking TensorFlow would log a failed CUDA start)
+    import tensorflow as tf
+
+    try:
+        tf.config.set_visible_devices([], "GPU")
+    except RuntimeError:  # TensorFlow's devices are initialised already
+        pass
+
+
+def _detect_tensorflow(allow_tpu: bool) -> DeviceSetup:
     import tensorflow as tf
 
     if allow_tpu and _tpu_present():

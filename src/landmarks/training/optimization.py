@@ -10,9 +10,8 @@ parameter groups do, the decoupled weight decay) of the backbone's variables by
 under Adam (its update is invariant to the gradient scale), and two optimizers
 (`keras.optimizers.MultiOptimizer`) clip each group separately and keep two step counters. One
 optimizer keeps one `iterations` counter, one global-norm clip, and works unchanged under
-`model.fit`, every `tf.distribute` strategy and the mixed_float16 `LossScaleOptimizer` wrapper
-(the per-variable decision is made with the optimizer's own `_var_key`, which resolves
-distributed variables to their container).
+`model.fit` on JAX (DataParallel included) and TensorFlow (every `tf.distribute` strategy), and
+under the mixed_float16 `LossScaleOptimizer` wrapper.
 """
 
 from __future__ import annotations
@@ -62,16 +61,26 @@ def make_schedule(
 class _BackboneMultiplierMixin:
     """Scales learning rate and decoupled weight decay of chosen variables by one factor.
 
-    Call `set_backbone_variables(variables, multiplier)` before the optimizer is built.
+    Call `set_backbone_variables(variables, multiplier)` before the optimizer is built. The
+    choice is made once, in `build`, on the Keras variables themselves (by identity); each
+    step then finds a variable's factor through the optimizer's own slot index
+    (`_get_variable_index`, the lookup Keras' optimizers use for their moments), so the same
+    code holds on JAX (stateless steps) and under every tf.distribute strategy (where a step
+    sees the per-replica component of a distributed variable).
     """
 
     def set_backbone_variables(self, variables, multiplier: float) -> None:
         self._backbone_multiplier = float(multiplier)
-        self._backbone_keys = {self._var_key(v) for v in variables}
+        self._backbone_ids = {id(v) for v in variables}
+
+    def build(self, var_list):
+        chosen = getattr(self, "_backbone_ids", set())
+        multiplier = getattr(self, "_backbone_multiplier", 1.0)
+        self._multipliers = [multiplier if id(v) in chosen else 1.0 for v in var_list]
+        super().build(var_list)
 
     def _multiplier_for(self, variable) -> float:
-        keys = getattr(self, "_backbone_keys", ())
-        return self._backbone_multiplier if self._var_key(variable) in keys else 1.0
+        return self._multipliers[self._get_variable_index(variable)]
 
     def update_step(self, gradient, variable, learning_rate):
         multiplier = self._multiplier_for(variable)

@@ -1,7 +1,8 @@
 """Precision policy and XLA for the device kind.
 
-Precision "auto" is mixed_bfloat16 on TPU, mixed_float16 on GPU and float32 on CPU; XLA
-("jit_compile" auto) is on for TPU only (on this project's CPUs it makes training ~5x slower).
+Precision "auto" is mixed_bfloat16 on TPU, mixed_float16 on GPU and float32 on CPU. XLA
+("jit_compile" auto): on TensorFlow on for TPU only (on this project's CPUs TensorFlow's XLA
+makes training ~5x slower); on JAX always on (JAX without jit runs op by op).
 """
 
 from __future__ import annotations
@@ -25,11 +26,12 @@ def resolve_precision(setting: str, kind: str) -> str:
     return setting
 
 
-def resolve_jit_compile(setting: str, kind: str) -> bool:
-    """XLA on or off: "auto" means on for TPU only; "true"/"false" force it (TPU always compiles)."""
+def resolve_jit_compile(setting: str, kind: str, backend: str = "tensorflow") -> bool:
+    """XLA on or off: "auto" means on for TPU only (TensorFlow) or always (JAX); "true"/"false"
+    force it (TPU always compiles)."""
     value = str(setting).lower()
     if value == "auto":
-        return kind == "tpu"
+        return backend == "jax" or kind == "tpu"
     if value in ("true", "1", "yes", "on"):
         return True
     if value in ("false", "0", "no", "off"):

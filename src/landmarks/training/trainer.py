@@ -3,7 +3,8 @@
 `train(config)` is the entry (also `python -m landmarks train --config F --set k=v`):
 
 1. check the configuration against the records before anything heavy (`check_config`);
-2. pick strategy, precision and XLA for the machine (landmarks.training.devices);
+2. pick strategy (tf.distribute, or DataParallel on JAX), precision and XLA for the machine and
+   Keras backend (landmarks.training.devices, landmarks.training.precision);
 3. build the models in the strategy scope with dynamic margins from the label map's class
    counts, compile with the warmup-cosine schedule, the backbone learning-rate multiplier,
    global-norm clipping and float32 cross-entropy (landmarks.training.optimization);
@@ -51,9 +52,11 @@ def _check_resume_compatible(config: Config, run_dir: str) -> None:
     that failed before its first epoch ended) takes any new config."""
     import tensorflow as tf
 
+    from landmarks.training.checkpoints import read_index
+
     saved_path = os.path.join(run_dir, "config.yaml")
     checkpoint_dir = os.path.join(run_dir, "checkpoints")
-    if not tf.io.gfile.exists(saved_path) or tf.train.latest_checkpoint(checkpoint_dir) is None:
+    if not tf.io.gfile.exists(saved_path) or read_index(checkpoint_dir) is None:
         return
     saved = Config.load(saved_path)
     changed = [k for k in SHAPE_KEYS if getattr(saved, k) != getattr(config, k)]
@@ -101,17 +104,16 @@ def _train(config: Config, setup, plan: TrainingPlan, verbose: int) -> str:
     from landmarks.training.precision import resolve_jit_compile, resolve_precision
 
     precision = resolve_precision(config.precision, setup.kind)
-    jit_compile = resolve_jit_compile(config.jit_compile, setup.kind)
+    jit_compile = resolve_jit_compile(config.jit_compile, setup.kind, setup.backend)
     resolved = Config.from_dict(config.to_dict(), source="config")
     resolved.num_classes = plan.num_classes
     run_dir = config.run_dir
     checkpoint_dir = os.path.join(run_dir, "checkpoints")
     _check_resume_compatible(resolved, run_dir)
     print(
-        f"training on {setup.kind} x{setup.replicas} ({type(setup.strategy).__name__}), "
-        f"{precision}, jit_compile={jit_compile}; {plan.train_examples} records, "
-        f"{plan.num_classes} classes, global batch {plan.global_batch}, "
-        f"{plan.steps_per_epoch} steps/epoch",
+        f"training on {setup}, {precision}, global batch {plan.global_batch}, "
+        f"jit_compile={jit_compile}; {plan.train_examples} records, "
+        f"{plan.num_classes} classes, {plan.steps_per_epoch} steps/epoch",
         flush=True,
     )
     if setup.is_chief:
@@ -120,8 +122,8 @@ def _train(config: Config, setup, plan: TrainingPlan, verbose: int) -> str:
 
     keras.mixed_precision.set_global_policy(precision)
     keras.utils.set_random_seed(config.seed)
-    with setup.strategy.scope():
-        resuming = tf.train.latest_checkpoint(checkpoint_dir) is not None
+    with setup.scope():
+        resuming = checkpoints.read_index(checkpoint_dir) is not None
         init_from = "" if resuming else config.init_from
         parts = _build_and_compile(resolved, plan, jit_compile, init_from=init_from)
         checkpoint = checkpoints.RunCheckpoint(
@@ -169,12 +171,13 @@ def _train(config: Config, setup, plan: TrainingPlan, verbose: int) -> str:
         trainer = multi_worker_trainer(parts.model) if setup.multi_worker else parts.model
         if trainer is not parts.model:
             _compile(trainer, parts, config, jit_compile)
-        with setup.strategy.scope(), naming_bad_records(plan.train_files + plan.holdout_files):
+        with setup.scope(), naming_bad_records(plan.train_files + plan.holdout_files):
             trainer.fit(
                 dataset,
                 epochs=last_epoch,
                 initial_epoch=start_epoch,
                 steps_per_epoch=plan.steps_per_epoch,
+                shuffle=False,  # the records are shuffled by the input pipeline
                 callbacks=callbacks,
                 verbose=verbose,
             )
@@ -255,11 +258,12 @@ def _compile(model, parts: _Compiled, config: Config, jit_compile: bool) -> None
 
 
 def _validation_callback(config: Config, plan: TrainingPlan, setup, embed_model, history):
-    from landmarks.training.callbacks import ValidationGAP, compiled_embedder
+    from landmarks.inference.forward import compiled_forward
+    from landmarks.training.callbacks import ValidationGAP
 
     previous = [float(r["val_gap"]) for r in history.rows if r.get("val_gap")]
     return ValidationGAP(
-        compiled_embedder(embed_model, setup.strategy),
+        compiled_forward(embed_model, setup.tensorflow_strategy),
         lambda: _embed_dataset(plan.holdout_files, config, config.validation_queries),
         lambda: _embed_dataset(plan.train_files, config, config.validation_index),
         every=config.validate_every,

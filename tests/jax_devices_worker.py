@@ -1,0 +1,61 @@
+"""One training run of tests/test_jax_devices.py, on however many JAX CPU devices XLA_FLAGS
+(--xla_force_host_platform_device_count=N) simulates.
+
+Run as `python tests/jax_devices_worker.py RECORDS_DIR OUTPUT_DIR [STOP_AFTER_EPOCHS]` with
+KERAS_BACKEND=jax (tests/test_cross_backend.py also runs it on TensorFlow). Trains
+(or resumes) OUTPUT_DIR/run through landmarks.training.train with a tiny registered backbone
+that has a BatchNorm (so that batch statistics over a sharded batch are exercised), a GeM head,
+a global batch of 16, 3 epochs of 4 steps, and a validation GAP every epoch.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import keras
+
+from landmarks.config import Config
+from landmarks.models.registry import BACKBONES
+from landmarks.models.taps import feature_taps
+from landmarks.training.trainer import train
+
+
+def tiny_backbone(config):
+    image = keras.Input((None, None, 3))
+    x = image
+    for i, width in enumerate((8, 8, 16, 16, 32)):
+        x = keras.layers.Conv2D(width, 3, strides=2, padding="same", name=f"down{i}")(x)
+        x = keras.layers.BatchNormalization(name=f"norm{i}")(x)
+        x = keras.layers.Activation("relu", name=f"relu{i}")(x)
+    network = keras.Model(image, x, name="tiny")
+    return feature_taps(network, [keras.layers.Rescaling(1 / 255.0, name="scale")])
+
+
+def config(records_dir: str, output_dir: str, stop_after_epochs: int = 0) -> Config:
+    return Config.from_dict(
+        {
+            "records_dir": records_dir,
+            "output_dir": output_dir,
+            "backbone": "tiny_bn",
+            "head": "gem",
+            "embedding_dim": 32,
+            "image_size": 64,
+            "global_batch_size": 16,
+            "batch_size": 32,  # the validation embedding batch (45 images: 32 + 13, padded)
+            "augment": "none",
+            "steps_per_epoch": 4,
+            "epochs": 3,
+            "stop_after_epochs": stop_after_epochs,
+            "learning_rate": 3e-3,
+            "warmup_epochs": 0.5,
+            "validate_every": 1,
+            "validation_queries": 16,
+            "validation_index": 45,
+        }
+    )
+
+
+if __name__ == "__main__":
+    BACKBONES["tiny_bn"] = tiny_backbone
+    stop_after = int(sys.argv[3]) if len(sys.argv) > 3 else 0
+    train(config(sys.argv[1], sys.argv[2], stop_after), verbose=2)
