@@ -157,6 +157,7 @@ def train(config: Config, *, verbose: int = 2) -> str:
                 steps_per_epoch=plan.steps_per_epoch,
                 callbacks=callbacks,
                 verbose=verbose,
+                shuffle=False,  # make_train_dataset shuffles; Keras warns on a Dataset otherwise
             )
         nan_stop.raise_if_stopped(checkpoint_dir)
 
