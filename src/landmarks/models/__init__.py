@@ -21,7 +21,7 @@ Modules, one job each:
   heads        DOLG, GeM and average-pool heads
   fbsd         the FBSD head and its backbone rewiring
   conformer    the Conformer backbones
-  build        build_model, freeze_batchnorm
+  build        build_model, build_backbone_gem, freeze_batchnorm
 
 Importing this package imports every module that registers a backbone or head, so `BACKBONES`
 and `HEADS` are complete. A head builder returns a symbolic [B, D] embedding (not normalised) or
@@ -39,7 +39,12 @@ from landmarks.models import (  # noqa: F401 (fill the registries)
     fbsd,
     heads,
 )
-from landmarks.models.build import build_model, freeze_batchnorm, validate_model_config
+from landmarks.models.build import (
+    build_backbone_gem,
+    build_model,
+    freeze_batchnorm,
+    validate_model_config,
+)
 from landmarks.models.registry import (
     BACKBONE_ADAPTERS,
     BACKBONES,
@@ -58,6 +63,7 @@ __all__ = [
     "STRIDES",
     "WEIGHTS_OPTIONS",
     "HeadOutput",
+    "build_backbone_gem",
     "build_model",
     "feature_taps",
     "find_stride_taps",
