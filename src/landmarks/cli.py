@@ -5,7 +5,8 @@ command is registered by one `_register_<name>(subparsers)` function listed in
 `_REGISTRARS`; its handler imports the heavy modules it needs only when it runs, so that
 `--help` does not import TensorFlow. Errors of type `LandmarksError` (bad input, bad settings)
 are printed as one line `error: ...` with exit status 2; anything else is a bug and keeps its
-traceback.
+traceback. Commands that use TensorFlow import it first through `landmarks.console`, which
+keeps its C++ start-up lines off the console unless `--verbose` is given.
 """
 
 from __future__ import annotations
@@ -15,10 +16,10 @@ import os
 import sys
 
 from landmarks.backend import CHOICES, select_backend
+from landmarks.console import import_tensorflow, set_verbose
 from landmarks.errors import LandmarksError
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
 # --- commands -------------------------------------------------------------------------------
@@ -110,7 +111,7 @@ def _register_kaggle(subparsers) -> None:
     submit.add_argument("--competition", default="landmark-recognition-2021")
     submit.add_argument("--file", required=True, help="submission file, e.g. submission.csv")
     submit.add_argument("--message", default="landmarks submission")
-    parser.set_defaults(handler=_run_kaggle)
+    parser.set_defaults(handler=_run_kaggle, uses_tensorflow=False)
 
 
 def _run_kaggle(args) -> int:
@@ -178,7 +179,7 @@ def _register_demo_data(subparsers) -> None:
     parser.add_argument(
         "--views-per-landmark", type=int, default=12, help="train images per landmark (default 12)"
     )
-    parser.set_defaults(handler=_run_demo_data)
+    parser.set_defaults(handler=_run_demo_data, uses_tensorflow=False)
 
 
 def _run_demo_data(args) -> int:
@@ -391,7 +392,7 @@ def _register_evaluate(subparsers) -> None:
     parser.add_argument(
         "--json", action="store_true", help="print the scores as one JSON object on the last line"
     )
-    parser.set_defaults(handler=_run_evaluate)
+    parser.set_defaults(handler=_run_evaluate, uses_tensorflow=False)
 
 
 def _run_evaluate(args) -> int:
@@ -458,6 +459,11 @@ def build_parser() -> argparse.ArgumentParser:
         "a TPU VM whose TensorFlow has no TPU support, else tensorflow). Default: "
         "KERAS_BACKEND when set, else auto",
     )
+    parser.add_argument(
+        "--verbose",
+        action="store_true",
+        help="show the libraries' own start-up lines and logs (TensorFlow's C++ messages)",
+    )
     subparsers = parser.add_subparsers(dest="command", metavar="<command>")
     for register in _REGISTRARS:
         register(subparsers)
@@ -471,8 +477,11 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "handler", None):
         parser.print_help()
         return 2
+    set_verbose(args.verbose)
     try:
-        decision = select_backend(args.backend)
+        decision = select_backend(args.backend)  # before anything imports Keras
+        if getattr(args, "uses_tensorflow", True):
+            import_tensorflow()
         if args.command in KERAS_COMMANDS:
             print(f"keras backend: {decision}", flush=True)
         return int(args.handler(args) or 0)

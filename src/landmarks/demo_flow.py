@@ -5,8 +5,10 @@
       -> train with configs/demo.yaml                                   out/run/
       -> embed + kNN -> recognition submission (validated)              out/submission.csv
                      -> retrieval submission (validated)                out/retrieval_submission.csv
-      -> GAP and mAP@100 of the trained model, and of the same network untrained (same config,
-         same seed, weights never updated)                              out/metrics.json
+      -> GAP and mAP@100 of the trained model, of the same network untrained (same config,
+         same seed, weights never updated) and of the backbone's own GeM features (its
+         pretrained weights, no head); how many of the real second photographs are
+         recognised                                                     out/metrics.json
       -> out/retrieval_grid.png and out/curves.png
 
 Every step is a call to the stage's public function (prepare, train, run_inference, the
@@ -28,7 +30,17 @@ DEMO_CONFIG = "configs/demo.yaml"
 DEMO_DATA = "input/mini-landmarks"
 DEMO_OUT = "output/demo"
 HOLDOUT = 0.2  # fraction of each landmark's train images kept apart for validation
-METRIC_KEYS = ("gap", "map@100", "gap_untrained", "map@100_untrained")
+METRIC_KEYS = (
+    "gap",
+    "map@100",
+    "gap_untrained",
+    "map@100_untrained",
+    "gap_backbone_gem",
+    "map@100_backbone_gem",
+    "real_photos",
+    "real_photos_backbone_gem",
+    "real_photos_total",
+)
 
 
 def run_demo(
@@ -40,8 +52,11 @@ def run_demo(
     workers: int = 2,
     log: Callable[[str], None] = print,
 ) -> dict:
-    """Run the demo flow into `out_dir`; returns the metrics written to out_dir/metrics.json:
-    {"gap", "map@100", "gap_untrained", "map@100_untrained"} (floats in [0, 1]).
+    """Run the demo flow into `out_dir`; returns the metrics written to out_dir/metrics.json
+    (METRIC_KEYS): GAP and mAP@100 (floats in [0, 1]) of the trained model, of the same network
+    untrained (`_untrained`) and of the backbone's GeM features (`_backbone_gem`); and
+    `real_photos` (`real_photos_backbone_gem`): how many of the `real_photos_total` real second
+    photographs get their landmark as the top recognition prediction.
 
     `overrides` are `key=value` config settings applied after `config_path` (e.g. a smaller
     image_size or fewer epochs). The run folder out_dir/run is trained afresh on every call;
@@ -64,11 +79,15 @@ def run_demo(
     )
 
     _ensure_data(data_dir, log)
+    from landmarks.data.demo import real_photo_queries
+
+    real = real_photo_queries(data_dir)  # checked before the long steps
     _prepare_records(config, workers, log)
 
     run_dir = Path(config.run_dir)
     if run_dir.exists():
         shutil.rmtree(run_dir)  # the demo's own run folder: train afresh, never resume
+    from landmarks.models.build import build_backbone_gem
     from landmarks.training.trainer import train
 
     log(f"== training ({config.backbone}, {config.image_size} px, {config.epochs} epochs)")
@@ -78,20 +97,31 @@ def run_demo(
     log("== inference with the trained model")
     scores = _infer_and_score(trained, out, log)
     log("== inference with the same network untrained")
-    untrained = _untrained_config(trained, out / "untrained")
+    untrained = _baseline_config(trained, out / "untrained", _untrained_model(trained))
     baseline = _infer_and_score(untrained, out / "untrained", log)
+    log("== inference with the backbone's own GeM features (no head, no training)")
+    gem = _baseline_config(trained, out / "backbone_gem", build_backbone_gem(trained))
+    gem_scores = _infer_and_score(gem, out / "backbone_gem", log)
 
     metrics = {
         "gap": scores["gap"],
         "map@100": scores["map@100"],
         "gap_untrained": baseline["gap"],
         "map@100_untrained": baseline["map@100"],
+        "gap_backbone_gem": gem_scores["gap"],
+        "map@100_backbone_gem": gem_scores["map@100"],
+        "real_photos": _recognised(out / "submission.csv", real),
+        "real_photos_backbone_gem": _recognised(out / "backbone_gem" / "submission.csv", real),
+        "real_photos_total": len(real),
     }
     write_text_atomic(str(out / "metrics.json"), json.dumps(metrics, indent=2) + "\n")
     _plots(run_dir, out, config.data_dir, log)
     log(
-        f"GAP {metrics['gap']:.4f} (untrained {metrics['gap_untrained']:.4f}), "
-        f"mAP@100 {metrics['map@100']:.4f} (untrained {metrics['map@100_untrained']:.4f})"
+        f"GAP {metrics['gap']:.4f} (untrained {metrics['gap_untrained']:.4f}, backbone GeM "
+        f"{metrics['gap_backbone_gem']:.4f}), mAP@100 {metrics['map@100']:.4f} (untrained "
+        f"{metrics['map@100_untrained']:.4f}, backbone GeM {metrics['map@100_backbone_gem']:.4f}), "
+        f"real photographs recognised {metrics['real_photos']}/{metrics['real_photos_total']} "
+        f"(backbone GeM {metrics['real_photos_backbone_gem']})"
     )
     log(f"wrote {out / 'submission.csv'}, {out / 'metrics.json'}, retrieval_grid.png, curves.png")
     return metrics
@@ -118,29 +148,34 @@ def _prepare_records(config: Config, workers: int, log) -> None:
             workers=workers,
             holdout=HOLDOUT if split == "train" else 0.0,
             seed=config.seed,
-            progress=False,
         )
 
 
-def _untrained_config(trained: Config, folder: Path) -> Config:
-    """A config whose model is the trained run's network with freshly initialised weights,
-    saved to folder/embed_model.keras (same config and seed as the training run)."""
+def _untrained_model(trained: Config):
+    """The trained run's embedding network as it was before its first step: same config and
+    seed, so the same pretrained backbone and the same random head."""
     import keras
 
     from landmarks.models.build import build_model
-    from landmarks.training.checkpoints import save_keras_atomic
 
     keras.utils.set_random_seed(trained.seed)
-    _, embed_model = build_model(trained)
+    return build_model(trained)[1]
+
+
+def _baseline_config(trained: Config, folder: Path, embed_model) -> Config:
+    """A config for inference with `embed_model`, saved to folder/embed_model.keras (the rest
+    of the trained run's config unchanged)."""
+    from landmarks.training.checkpoints import save_keras_atomic
+
     path = folder / "embed_model.keras"
     folder.mkdir(parents=True, exist_ok=True)
     save_keras_atomic(embed_model, str(path))
-    untrained = Config.from_dict(trained.to_dict(), source="demo")
-    untrained.update(
+    baseline = Config.from_dict(trained.to_dict(), source="demo")
+    baseline.update(
         {"model_path": str(path), "output_dir": str(folder.parent), "run_name": folder.name},
         source="demo",
     )
-    return untrained
+    return baseline
 
 
 def _infer_and_score(config: Config, out: Path, log) -> dict:
@@ -162,6 +197,16 @@ def _infer_and_score(config: Config, out: Path, log) -> dict:
             "retrieval", str(retrieval), str(data / "retrieval_solution.csv")
         )["map@100"],
     }
+
+
+def _recognised(submission: Path, truth: dict[str, int]) -> int:
+    """How many queries of `truth` ({id: landmark_id}) have that landmark as their prediction."""
+    from landmarks.submission import read_recognition_submission
+
+    predicted = read_recognition_submission(str(submission))
+    return sum(
+        1 for query, landmark in truth.items() if (predicted.get(query) or (None,))[0] == landmark
+    )
 
 
 def _plots(run_dir: Path, out: Path, data_dir: str, log) -> None:

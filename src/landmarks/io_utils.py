@@ -43,6 +43,19 @@ def read_text(path: str) -> str:
         ) from error
 
 
+def read_bytes(path: str) -> bytes:
+    """Whole file as bytes; FileNotFoundError when it does not exist."""
+    if _is_remote(path):
+        import tensorflow as tf
+
+        if not tf.io.gfile.exists(path):
+            raise FileNotFoundError(path)
+        with tf.io.gfile.GFile(path, "rb") as handle:
+            return handle.read()
+    with open(path, "rb") as handle:
+        return handle.read()
+
+
 def write_bytes_atomic(path: str, data: bytes) -> None:
     """Write `data` to `path` through a temporary file and a rename."""
     tmp = f"{path}.tmp-{uuid.uuid4().hex[:8]}"

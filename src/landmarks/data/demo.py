@@ -126,6 +126,38 @@ def build_demo_data(
     return summary
 
 
+def real_photo_queries(data_dir: str | Path) -> dict[str, int]:
+    """The test queries that are the real second photographs as they are (not their second
+    views): {image id: landmark_id}, 7 for the gcompris build.
+
+    Their ids follow from the build's seed (mini-landmarks.json) and the photos named
+    "second photograph" in credits.csv; the landmark comes from recognition_solution.csv.
+    DataError naming the file when the folder is not a complete mini-landmarks build.
+    """
+    root = Path(data_dir)
+    marker = root / MARKER
+    if not marker.is_file():
+        raise DataError(f"{marker}: missing; {root} is not a complete mini-landmarks build")
+    seed = json.loads(marker.read_text())["seed"]
+    with open(root / "credits.csv", newline="", encoding="utf-8") as handle:
+        keys = [
+            row["photo"] for row in csv.DictReader(handle) if row["role"] == "second photograph"
+        ]
+    with open(root / "recognition_solution.csv", newline="", encoding="utf-8") as handle:
+        solution = {row["id"]: row["landmarks"] for row in csv.DictReader(handle)}
+    queries = {}
+    for key in keys:
+        # `view` numbers a landmark's second photographs; one each in the gcompris photos.
+        ids = [_image_id(seed, "test", key, "second", view) for view in range(len(keys))]
+        found = [image_id for image_id in ids if solution.get(image_id)]
+        if not found:
+            raise DataError(
+                f"{root / 'recognition_solution.csv'}: no test query for the second photograph {key}"
+            )
+        queries[found[0]] = int(solution[found[0]])
+    return queries
+
+
 def image_path(split: str, image_id: str) -> str:
     """Relative path of an image in the GLDv2 layout: `<split>/<a>/<b>/<c>/<id>.jpg`."""
     return f"{split}/{image_id[0]}/{image_id[1]}/{image_id[2]}/{image_id}.jpg"
@@ -173,8 +205,8 @@ def _landmark_ids(count: int, seed: int) -> list[int]:
     return [int(i) for i in rng.choice(np.arange(1, 200_000), size=count, replace=False)]
 
 
-def _image_id(seed: int, split: str, photo: Photo, kind: str, view: int) -> str:
-    text = f"mini-landmarks/{seed}/{split}/{photo.key}/{kind}/{view}"
+def _image_id(seed: int, split: str, photo_key: str, kind: str, view: int) -> str:
+    text = f"mini-landmarks/{seed}/{split}/{photo_key}/{kind}/{view}"
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -184,7 +216,7 @@ def _plan(photos: PhotoSet, landmark_ids: list[int], seed: int, views: int) -> l
 
     def add(split, photo, style, kind, view, landmark_id):
         entropy = (seed, zlib.crc32(f"{split}/{photo.key}/{kind}".encode()), view)
-        image_id = _image_id(seed, split, photo, kind, view)
+        image_id = _image_id(seed, split, photo.key, kind, view)
         items.append(_Item(split, image_id, photo, style, entropy, landmark_id))
 
     for photo, landmark_id in zip(photos.landmarks, landmark_ids, strict=True):

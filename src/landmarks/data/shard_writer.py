@@ -20,10 +20,11 @@ import time
 from collections import Counter
 from dataclasses import dataclass
 
-import tensorflow as tf
-
+from landmarks.console import import_tensorflow
 from landmarks.data.images import ImageSkipped, encode_image
 from landmarks.io_utils import write_text_atomic
+
+tf = import_tensorflow()  # first import in a writer's forkserver: quiet unless verbose
 
 BUILD_DIR = "_build"  # receipts and per-task manifests, beside the shards
 INCOMPLETE_SUFFIX = ".incomplete"

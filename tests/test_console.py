@@ -1,0 +1,71 @@
+"""The console: TensorFlow's C++ start-up lines stay off it (main process and record-writer
+workers) unless `--verbose` brings them back."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+# A C++ log line of TensorFlow/absl ("I0000 00:00:... cudart_stub.cc:31] ..."), or absl's notice.
+NATIVE_LOG = re.compile(r"^[IWEF]\d{4} \d\d:\d\d:|absl::InitializeLog", re.MULTILINE)
+
+
+def _run(arguments: list[str]) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+    for name in ("TF_CPP_MIN_LOG_LEVEL", "LANDMARKS_VERBOSE"):
+        env.pop(name, None)
+    return subprocess.run(
+        [sys.executable, *arguments], capture_output=True, text=True, env=env, timeout=600
+    )
+
+
+@pytest.fixture(scope="module")
+def tensorflow_is_noisy() -> bool:
+    """Whether a plain `import tensorflow` prints C++ lines on this machine."""
+    return bool(NATIVE_LOG.search(_run(["-c", "import tensorflow"]).stderr))
+
+
+def _prepare(mini_landmarks, out: Path, *flags: str) -> subprocess.CompletedProcess:
+    command = ["-m", "landmarks", *flags, "prepare", "--data-dir", str(mini_landmarks)]
+    command += ["--split", "index", "--out", str(out), "--workers", "2", "--image-size", "64"]
+    command += ["--shards", "2", "--quiet"]
+    return _run(command)
+
+
+@pytest.mark.slow
+def test_prepare_with_two_workers_prints_only_its_own_lines(mini_landmarks, tmp_path):
+    result = _prepare(mini_landmarks, tmp_path / "records")
+    assert result.returncode == 0, result.stderr
+    assert not NATIVE_LOG.search(result.stderr), result.stderr
+    assert "index" in result.stdout
+
+
+@pytest.mark.slow
+def test_verbose_brings_the_native_lines_back(mini_landmarks, tmp_path, tensorflow_is_noisy):
+    if not tensorflow_is_noisy:
+        pytest.skip("TensorFlow prints no C++ start-up lines on this machine")
+    result = _prepare(mini_landmarks, tmp_path / "records", "--verbose")
+    assert result.returncode == 0, result.stderr
+    assert NATIVE_LOG.search(result.stderr)
+
+
+def test_an_error_raised_during_a_quiet_import_still_shows(tmp_path):
+    (tmp_path / "tensorflow.py").write_text("raise ImportError('broken tensorflow')\n")
+    code = "from landmarks.console import import_tensorflow; import_tensorflow()"
+    env_path = f"{tmp_path}{os.pathsep}{REPO / 'src'}"
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": env_path, "LANDMARKS_VERBOSE": "0"},
+        timeout=120,
+    )
+    assert result.returncode == 1
+    assert "ImportError: broken tensorflow" in result.stderr
