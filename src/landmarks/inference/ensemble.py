@@ -224,20 +224,27 @@ class EnsembleEmbeddings:
 
     def split(self, name: str) -> EmbeddedSplit | None:
         if name not in self._splits:
-            embedded = [self._member_split(member, name) for member in self.members]
-            self._splits[name] = None if embedded[0] is None else self._combine(name, embedded)
+            self._splits[name] = self._combine(name)
         return self._splits[name]
 
-    def _combine(self, split: str, embedded: list[Embeddings]) -> EmbeddedSplit:
-        first = embedded[0]
-        for member, other in zip(self.members[1:], embedded[1:], strict=True):
-            if not np.array_equal(other.ids, first.ids):
+    def _combine(self, split: str) -> EmbeddedSplit | None:
+        """Every member's vectors of `split`, each cast to embed_dtype as soon as that member is
+        done (so a float16 run never holds more than one member's float32 vectors)."""
+        dtype = np.float16 if self.config.embed_dtype == "float16" else np.float32
+        first, parts = None, []
+        for member in self.members:
+            embedded = self._member_split(member, split)
+            if embedded is None:
+                return None
+            if first is None:
+                first = embedded
+            elif not np.array_equal(embedded.ids, first.ids):
                 raise DataError(
                     f"ensemble: member {member.name!r} embedded other {split} images than "
-                    f"{self.members[0].name!r} ({len(other)} against {len(first)})"
+                    f"{self.members[0].name!r} ({len(embedded)} against {len(first)})"
                 )
-        dtype = np.float16 if self.config.embed_dtype == "float16" else np.float32
-        parts = [member.vectors.astype(dtype) for member in embedded]
+            parts.append(embedded.vectors.astype(dtype, copy=False))
+            del embedded
         weights = [member.weight for member in self.members]
         if len(parts) > 1 and self.config.ensemble_mode == "concat":
             descriptors = Descriptors([concatenate(parts, weights)])

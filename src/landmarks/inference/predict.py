@@ -63,16 +63,16 @@ def predict_retrieval(
     landmarks.inference.soft_rerank.SoftLabelRerank or landmarks.inference.bridged.BridgedRerank.
     """
     queries, index = as_descriptors(queries), as_descriptors(index)
-    if expansion_alpha > 0 and expansion_k > 0:
+    if expansion_alpha > 0 and expansion_k > 0:  # results kept in each part's dtype
         index = index.map_parts(
             lambda part: database_augmentation(
                 part, alpha=expansion_alpha, k=expansion_k, backend=backend
-            )
+            ).astype(part.dtype, copy=False)
         )
         queries = queries.map_parts(
             lambda part, pool: query_expansion(
                 part, pool, alpha=expansion_alpha, k=expansion_k, backend=backend
-            ),
+            ).astype(part.dtype, copy=False),
             index,
         )
     k = min(k, len(index))
