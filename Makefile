@@ -11,7 +11,7 @@ export NO_ALBUMENTATIONS_UPDATE := 1
 export TF_CPP_MIN_LOG_LEVEL := 2
 export PYTHONUNBUFFERED := 1
 
-.PHONY: setup data demo test bench bench-heads lint clean
+.PHONY: setup data demo test bench bench-heads bench-ensemble lint clean
 
 setup: $(STAMP)
 
@@ -38,13 +38,18 @@ test: data
 
 # The ratio benchmarks (each prints its ratios as JSON on its last line). bench/heads_gap.py
 # trains four demo models at the demo budget (about an hour on 2 cores): `make bench-heads`.
-RATIO_BENCHES := bench/build.py bench/pipeline.py bench/model.py bench/train_optimizer.py bench/knn.py
+RATIO_BENCHES := bench/build.py bench/pipeline.py bench/model.py bench/train_optimizer.py bench/knn.py \
+	bench/rerank_cost.py
 
 bench: data
 	@for script in $(RATIO_BENCHES); do echo "== $$script"; $(BIN)/python $$script || exit 1; done
 
 bench-heads: data
 	$(BIN)/python bench/heads_gap.py
+
+# Two demo models, their ensembles and every retrieval re-ranking (about 15 minutes on 2 cores).
+bench-ensemble: data
+	$(BIN)/python bench/ensemble.py
 
 lint: setup
 	$(BIN)/ruff check src tests bench

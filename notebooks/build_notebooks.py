@@ -302,6 +302,23 @@ config.update(
     source="notebook parameters",
 )"""),
     new_markdown_cell("""\
+## Ensembles and re-ranking (optional)
+Several trained models are combined by listing them in `SETTINGS` (attach each model's
+dataset), e.g.
+`"ensemble": [{"model_path": ".../b5/embed_model.keras", "image_size": 768},
+{"model_path": ".../b6/embed_model.keras", "image_size": 640, "weight": 0.5}]`
+with `"ensemble_mode": "concat"` (one kNN over the weighted concatenation) or `"average"`
+(mean of the members' similarities). Each member's embeddings are cached in
+`OUTPUT_DIR/<run name>/embeddings/<member>/`, so attaching precomputed train embeddings
+there skips embedding them. For retrieval, `"retrieval_rerank"` picks `"soft"` (the 2021
+winner's label re-ranking through the train images), `"bridged"` (the 2021 5th place's
+query → landmark → index distances), `"label"` (hard) or `"none"`; README section 4 lists
+their keys. The cell prints the members that will embed."""),
+    new_code_cell("""\
+from landmarks.inference.ensemble import ensemble_members
+
+ensemble_members(config)"""),
+    new_markdown_cell("""\
 ## Embed, search, submit
 Test (and index) images are read from `DATA_DIR/test` (`DATA_DIR/index`): at scoring time
 Kaggle swaps the hidden test set into that folder and reruns this notebook, so records of the

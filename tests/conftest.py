@@ -49,3 +49,28 @@ def mini_records(mini_landmarks, tmp_path_factory) -> Path:
         progress=False,
     )
     return out
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory) -> list[Path]:
+    """Two small saved embedding models with random weights (seeds 1 and 2): image [B, H, W, 3]
+    in [0, 255] -> 16-d L2-normalised embedding. Different weights, the same architecture."""
+    import keras
+
+    folder = tmp_path_factory.mktemp("models")
+    paths = []
+    for seed in (1, 2):
+        keras.utils.set_random_seed(seed)
+        model = keras.Sequential(
+            [
+                keras.Input((None, None, 3)),
+                keras.layers.Rescaling(1 / 255.0),
+                keras.layers.Conv2D(8, 3, strides=2, activation="relu"),
+                keras.layers.GlobalAveragePooling2D(),
+                keras.layers.Dense(16),
+                keras.layers.UnitNormalization(),
+            ]
+        )
+        paths.append(folder / f"tiny_seed{seed}.keras")
+        model.save(str(paths[-1]))
+    return paths

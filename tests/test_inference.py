@@ -244,23 +244,12 @@ def test_embeddings_save_load_float16(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory, mini_records, mini_landmarks):
+def tiny_run(tmp_path_factory, mini_records, mini_landmarks, tiny_models):
     """A run folder with a small saved embed_model.keras (random weights) and its config."""
-    import keras
+    import shutil
 
     from landmarks.config import Config
 
-    keras.utils.set_random_seed(1)
-    model = keras.Sequential(
-        [
-            keras.Input((None, None, 3)),
-            keras.layers.Rescaling(1 / 255.0),
-            keras.layers.Conv2D(8, 3, strides=2, activation="relu"),
-            keras.layers.GlobalAveragePooling2D(),
-            keras.layers.Dense(16),
-            keras.layers.UnitNormalization(),
-        ]
-    )
     out = tmp_path_factory.mktemp("infer")
     config = Config.from_dict(
         {
@@ -274,7 +263,7 @@ def tiny_run(tmp_path_factory, mini_records, mini_landmarks):
         }
     )
     (out / "run").mkdir()
-    model.save(str(out / "run" / "embed_model.keras"))
+    shutil.copyfile(tiny_models[0], out / "run" / "embed_model.keras")
     config.save(str(out / "config.yaml"))
     return out
 

@@ -101,7 +101,28 @@ class Config:
     )
     query_expansion_alpha: float = 0.0  # 0 = off; alpha-QE / DBA exponent
     query_expansion_k: int = 2
-    label_rerank: bool = False  # 2021 winner's retrieval re-ranking through train labels
+    label_rerank: bool = False  # older spelling of retrieval_rerank: label
+    # retrieval re-ranking through the train labels (landmarks.inference.soft_rerank, bridged):
+    # "none"; "label" (hard: index images of the query's landmark first, Yokoo et al. 2019);
+    # "soft" (2021 winner: similarity + bonus x score on a match, - penalty x score otherwise);
+    # "bridged" (2021 5th place: query -> landmark -> index distances with the direct ones)
+    retrieval_rerank: str = "none"
+    rerank_candidates: int = 750  # direct top-K index images per query that soft/bridged re-rank
+    soft_rerank_bonus: float = 1.0  # x the candidate's landmark score when it matches the query's
+    soft_rerank_penalty: float = 0.1  # x the candidate's landmark score when it does not
+    bridged_train_k: int = 300  # train neighbours per test/index image for its landmark distances
+    bridged_landmark_k: int = 2  # d(image, landmark) = mean distance to its k nearest of them
+    bridged_landmarks: int = 5  # nearest landmarks kept per test/index image
+    bridged_bonus: float = 0.5  # subtracted from the distance to each image's nearest landmark
+    bridged_power: float = 3.0  # final score = mean of direct^p and bridged^p confidences
+    bridged_confidence: str = (
+        "one_minus"  # distance -> confidence: "one_minus" (1 - d) or "inverse" (1/d)
+    )
+    # --- ensembles (landmarks.inference.ensemble) -------------------------------------------
+    # members: [{name, model_path, image_size, tta_scales, tta_flip, weight}], each key but
+    # model_path optional (defaults: the keys above, weight 1); [] = the single model_path
+    ensemble: list[dict] = field(default_factory=list)
+    ensemble_mode: str = "concat"  # "concat" (weighted concatenation, one kNN) or "average" (weighted mean of each member's similarities)
 
     # --- I/O --------------------------------------------------------------------------------
 
@@ -212,4 +233,8 @@ def _coerce(value, hint, where: str):
         if not isinstance(value, str):
             raise ConfigError(f"{where}: expected a string, got {value!r}")
         return value
+    if hint is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping of key: value, got {value!r}")
+        return dict(value)
     return value

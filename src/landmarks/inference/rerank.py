@@ -4,11 +4,12 @@ alpha-QE (Radenovic et al.): a query q with its n nearest index vectors x_1..x_n
 s_1..s_n) becomes q' = normalise(q + sum_j max(s_j, 0)^alpha x_j). DBA applies the same to every
 index vector with its own n nearest index vectors (itself excluded, so the vector keeps weight 1).
 
-Label re-ranking (2021 Google Landmark Retrieval winner, Henkel): the landmark of the query and
-of each retrieved index image is predicted through their nearest TRAIN images (the recognition
-vote); retrieved index images whose predicted landmark equals the query's move ahead of the
-others, each group keeping its similarity order. Queries or index images predicted as "no
-landmark" (-1) never match.
+Hard label re-ranking (the "sort step" of Yokoo et al., 1st place Google Landmark Retrieval
+2019, arXiv 2003.11211; the 2021 winner's soft version is landmarks.inference.soft_rerank): the
+landmark of the query and of each retrieved index image is predicted through their nearest
+TRAIN images (the recognition vote); retrieved index images whose predicted landmark equals the
+query's move ahead of the others, each group keeping its similarity order. Queries or index
+images predicted as "no landmark" (-1) never match.
 """
 
 from __future__ import annotations

@@ -1,82 +1,65 @@
 """`run_inference(config, task, out)`, the `infer` command: embed the splits with the saved
-embedding model, predict, and write a validated submission."""
+embedding model (or the ensemble's models), predict, and write a validated submission. This
+module only wires the stages: ensemble (members, cached embeddings), predict (recipes),
+soft_rerank / bridged / rerank (the retrieval re-rankings)."""
 
 from __future__ import annotations
-
-import os
-import zipfile
 
 import numpy as np
 
 from landmarks.errors import ConfigError, DataError
-from landmarks.inference.embedding import (
-    Embeddings,
-    embed,
-    save_embeddings,
-)
+from landmarks.inference.bridged import CONFIDENCES, bridged_rerank_through_train
+from landmarks.inference.ensemble import NON_LANDMARK, EnsembleEmbeddings
 from landmarks.inference.predict import predict_recognition, predict_retrieval
-from landmarks.inference.recognition import non_landmark_penalties
 from landmarks.inference.search import BACKENDS
-from landmarks.inference.sources import check_embedded_ids, image_files, split_images
+from landmarks.inference.soft_rerank import soft_rerank_through_train
 from landmarks.io_utils import check_writable_file
+
+RETRIEVAL_RERANKS = ("none", "label", "soft", "bridged")
 
 
 def run_inference(config, task: str, out_path: str, *, log=print) -> dict:
-    """Embed with the run's embed_model, predict, write a validated submission to `out_path`.
+    """Embed with the run's embed_model (or config.ensemble), predict, write a validated
+    submission to `out_path`.
 
     Recognition: test queries vote over the train (+ holdout) records. Retrieval: test queries
-    rank the index images (top 100). Test/index images come from the image folders in
-    config.data_dir (or, with image_source "records", from records checked against those
-    folders; see landmarks.inference.sources).
-    Returns a summary dict (task, queries, out, embeddings folder).
+    rank the index images (top 100), re-ranked as config.retrieval_rerank says. Test/index
+    images come from the image folders in config.data_dir (or, with image_source "records",
+    from records checked against those folders; see landmarks.inference.sources).
+    Returns a summary dict (task, queries, out, embeddings folder, members).
     """
     return run_inference_tasks(config, {task: out_path}, log=log)[task]
 
 
 def run_inference_tasks(config, outputs: dict[str, str], *, log=print) -> dict[str, dict]:
-    """`run_inference` for several tasks ({"recognition": path, "retrieval": path}) with one
-    model load, each split embedded once. Returns {task: summary}."""
+    """`run_inference` for several tasks ({"recognition": path, "retrieval": path}), each split
+    embedded (or read from the cache) once per member. Returns {task: summary}."""
     from landmarks.submission import write_recognition_submission, write_retrieval_submission
 
     for task in outputs:
         if task not in ("recognition", "retrieval"):
             raise ConfigError(f"task must be recognition or retrieval, got {task!r}")
+    rerank = retrieval_rerank(config)
     _check_inference_config(config)
     for out_path in outputs.values():
         check_writable_file(out_path, "submission (--out)")
-    from landmarks.inference.forward import compiled_forward
-
-    model = load_embed_model(config)
-    forward = compiled_forward(model)  # compiled once, used for every split
-    cache = os.path.join(config.run_dir, "embeddings")
-    embedded: dict[str, Embeddings] = {}
-
-    def get(split: str) -> Embeddings:
-        if split not in embedded:
-            log(f"embedding {split} ...")
-            embedded[split] = embed_split(forward, config, split, log=log)
-            save_embeddings(
-                os.path.join(cache, f"{split}.npz"), embedded[split], dtype=config.embed_dtype
-            )
-            log(f"embedded {len(embedded[split])} {split} images")
-        return embedded[split]
-
-    test = get("test")
-    needs_train = "recognition" in outputs or config.label_rerank
+    embeddings = EnsembleEmbeddings(config, log=log)
+    test = embeddings.split("test")
+    needs_train = "recognition" in outputs or ("retrieval" in outputs and rerank != "none")
     train = train_landmarks = penalties = None
     if needs_train:
-        train = get("train")
-        train_landmarks = train_landmark_ids(config, train)
-        non_landmarks = non_landmark_vectors(forward, config, log)
+        train = embeddings.split("train")
+        train_landmarks = train_landmark_ids(config, train.labels)
+        non_landmarks = embeddings.split(NON_LANDMARK)
         if non_landmarks is not None:
-            penalties = non_landmark_penalties(
-                train.vectors, non_landmarks, config.non_landmark_top_n, backend=config.knn_backend
+            penalties = train.descriptors.penalties(
+                non_landmarks.descriptors, config.non_landmark_top_n, backend=config.knn_backend
             )
 
-    def recognise(vectors):
+    def recognise(images):
         return predict_recognition(
-            vectors,
-            train.vectors,
+            images.descriptors,
+            train.descriptors,
             train_landmarks,
             k=config.knn_k,
             backend=config.knn_backend,
@@ -88,7 +71,7 @@ def run_inference_tasks(config, outputs: dict[str, str], *, log=print) -> dict[s
     for task, out_path in outputs.items():
         missing = list(test.unreadable)  # queries whose image could not be read
         if task == "recognition":
-            landmarks, confidences = recognise(test.vectors)
+            landmarks, confidences = recognise(test)
             write_recognition_submission(
                 out_path,
                 [*test.ids, *missing],
@@ -96,19 +79,24 @@ def run_inference_tasks(config, outputs: dict[str, str], *, log=print) -> dict[s
                 np.concatenate([confidences, np.zeros(len(missing))]),
             )
         else:
-            index = get("index")
-            query_landmarks = index_landmarks = None
-            if config.label_rerank:
-                query_landmarks, _ = recognise(test.vectors)
-                index_landmarks, _ = recognise(index.vectors)
+            index = embeddings.split("index")
+            query_landmarks = index_landmarks = reranker = None
+            if rerank == "label":
+                query_landmarks, _ = recognise(test)
+                index_landmarks, _ = recognise(index)
+            elif rerank != "none":
+                log(f"re-ranking ({rerank}) through {len(train)} train images")
+                reranker = _reranker(config, rerank, test, index, train, train_landmarks, penalties)
             ranked = predict_retrieval(
-                test.vectors,
-                index.vectors,
+                test.descriptors,
+                index.descriptors,
                 backend=config.knn_backend,
                 expansion_alpha=config.query_expansion_alpha,
                 expansion_k=config.query_expansion_k,
                 query_landmarks=query_landmarks,
                 index_landmarks=index_landmarks,
+                rerank=reranker,
+                candidates=config.rerank_candidates,
             )
             rankings = [*map(list, index.ids[ranked]), *([] for _ in missing)]
             write_retrieval_submission(
@@ -116,8 +104,62 @@ def run_inference_tasks(config, outputs: dict[str, str], *, log=print) -> dict[s
             )
         queries = len(test) + len(missing)
         log(f"wrote {out_path} ({queries} queries)")
-        summaries[task] = {"task": task, "queries": queries, "out": out_path, "embeddings": cache}
+        summaries[task] = {
+            "task": task,
+            "queries": queries,
+            "out": out_path,
+            "embeddings": embeddings.cache_dir,
+            "members": [member.name for member in embeddings.members],
+        }
     return summaries
+
+
+def retrieval_rerank(config) -> str:
+    """config.retrieval_rerank, with the older `label_rerank: true` read as "label"."""
+    mode = config.retrieval_rerank
+    if mode not in RETRIEVAL_RERANKS:
+        raise ConfigError(
+            f"retrieval_rerank must be one of {', '.join(RETRIEVAL_RERANKS)}, got {mode!r}"
+        )
+    if config.label_rerank:
+        if mode not in ("none", "label"):
+            raise ConfigError(
+                f"label_rerank: true (= retrieval_rerank: label) contradicts retrieval_rerank: "
+                f"{mode}; set only retrieval_rerank"
+            )
+        return "label"
+    return mode
+
+
+def _reranker(config, mode, test, index, train, train_landmarks, penalties):
+    """The SoftLabelRerank or BridgedRerank of the config's keys for these splits."""
+    if mode == "soft":
+        return soft_rerank_through_train(
+            test.descriptors,
+            index.descriptors,
+            train.descriptors,
+            train_landmarks,
+            k=config.knn_k,
+            backend=config.knn_backend,
+            penalties=penalties,
+            threshold=config.recognition_threshold,
+            bonus=config.soft_rerank_bonus,
+            penalty=config.soft_rerank_penalty,
+        )
+    return bridged_rerank_through_train(
+        test.descriptors,
+        index.descriptors,
+        train.descriptors,
+        train_landmarks,
+        train_k=config.bridged_train_k,
+        landmark_k=config.bridged_landmark_k,
+        landmarks=config.bridged_landmarks,
+        bonus=config.bridged_bonus,
+        power=config.bridged_power,
+        confidence=config.bridged_confidence,
+        backend=config.knn_backend,
+        penalties=penalties,
+    )
 
 
 def _check_inference_config(config) -> None:
@@ -135,107 +177,40 @@ def _check_inference_config(config) -> None:
         )
     if not config.tta_scales or any(scale <= 0 for scale in config.tta_scales):
         raise ConfigError(f"tta_scales must be positive numbers, got {config.tta_scales}")
-
-
-def load_embed_model(config):
-    """The saved embedding model: config.model_path or run_dir/embed_model.keras."""
-    import keras
-    import tensorflow as tf
-
-    import landmarks.models  # noqa: F401  (registers the custom layers for deserialisation)
-
-    path = config.model_path or os.path.join(config.run_dir, "embed_model.keras")
-    if not tf.io.gfile.exists(path):
-        raise ConfigError(f"embed model not found: {path} (set model_path or train first)")
-    if tf.io.gfile.isdir(path):
-        raise ConfigError(f"model_path {path}: is a folder; give its embed_model.keras file")
-    opener = tf.io.gfile.GFile if "://" in path else open
-    with opener(path, "rb") as handle:
-        head = handle.read(8)
-        handle.seek(0)
-        try:
-            is_archive = zipfile.is_zipfile(handle)
-        except tf.errors.OpError:  # GFile refuses to seek before the start of a tiny file
-            is_archive = False
-    if not (is_archive or head.startswith(b"\x89HDF")):  # .keras is a zip; legacy .h5 is HDF5
-        damaged = " (it starts like one: truncated?)" if head.startswith(b"PK") else ""
+    at_least_one = (
+        "rerank_candidates",
+        "bridged_train_k",
+        "bridged_landmark_k",
+        "bridged_landmarks",
+    )
+    for key in at_least_one:
+        if getattr(config, key) < 1:
+            raise ConfigError(f"{key} must be >= 1, got {getattr(config, key)}")
+    for key in ("soft_rerank_bonus", "soft_rerank_penalty", "bridged_bonus"):
+        if not getattr(config, key) >= 0:
+            raise ConfigError(f"{key} must be >= 0, got {getattr(config, key)}")
+    if not config.bridged_power > 0:
+        raise ConfigError(f"bridged_power must be > 0, got {config.bridged_power}")
+    if config.bridged_confidence not in CONFIDENCES:
         raise ConfigError(
-            f"model_path {path}: not a Keras model file{damaged}; expected a .keras archive "
-            "such as the embed_model.keras that `train` writes"
+            f"bridged_confidence must be one of {', '.join(CONFIDENCES)}, "
+            f"got {config.bridged_confidence!r}"
         )
-    try:
-        return keras.saving.load_model(path, compile=False)
-    except (ValueError, OSError, KeyError, zipfile.BadZipFile) as error:
-        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise ConfigError(
-            f"model_path {path}: cannot be loaded as a Keras model (damaged?): {first}"
-        ) from error
 
 
-def embed_split(model, config, split: str, *, log=print) -> Embeddings:
-    """Embeddings of a split with `model` (a Keras model or its compiled forward), with the
-    config's flip and scale TTA; its images come from where
-    landmarks.inference.sources says (train: the records; test/index: the data folder, or
-    records checked against it). Logs the source."""
-    from landmarks.data.record_check import naming_bad_records
-
-    images = split_images(config, split)
-    log(f"{split}: {images.description}")
-    with naming_bad_records(images.record_files, log=log):
-        embedded = embed(
-            model, images.make_dataset, tta_flip=config.tta_flip, scales=tuple(config.tta_scales)
-        )
-    unreadable = check_embedded_ids(images, embedded.ids)
-    if unreadable:
-        named = ", ".join(unreadable[:5]) + (
-            f" and {len(unreadable) - 5} more" if len(unreadable) > 5 else ""
-        )
-        log(
-            f"warning: {len(unreadable)} {split} image(s) could not be read and are left out "
-            f"(their queries get an empty prediction): {named}"
-        )
-        embedded.unreadable = tuple(unreadable)
-    return embedded
-
-
-def train_landmark_ids(config, train: Embeddings) -> np.ndarray:
-    """Landmark id of every train embedding, from its label through label_map.csv."""
+def train_landmark_ids(config, labels) -> np.ndarray:
+    """Landmark id of every train embedding, from its label (int [N] or None) through
+    label_map.csv."""
     from landmarks.data.tfrecords import read_label_map
 
-    if train.labels is None:
+    if labels is None:
         raise DataError(f"{config.records_dir}: the train records carry no labels")
     table = read_label_map(config.records_dir)
     lookup = dict(zip(table["label"].tolist(), table["landmark_id"].tolist(), strict=True))
-    unknown = sorted(set(train.labels.tolist()) - set(lookup))
+    unknown = sorted(set(labels.tolist()) - set(lookup))
     if unknown:
         raise DataError(
             f"{config.records_dir}/label_map.csv: no landmark for label {unknown[0]} "
             f"({len(unknown)} labels missing)"
         )
-    return np.asarray([lookup[label] for label in train.labels.tolist()], np.int64)
-
-
-def non_landmark_vectors(model, config, log=print) -> np.ndarray | None:
-    """Embeddings [M, D] of the photos under config.non_landmark_dir, or None when the penalty
-    is off or no folder is set."""
-    if not config.non_landmark_penalty:
-        return None
-    if not config.non_landmark_dir:
-        log("non-landmark penalty: no non_landmark_dir set, votes are not penalised")
-        return None
-    import tensorflow as tf
-
-    paths = sorted(
-        os.path.join(folder, name)
-        for folder, _, names in tf.io.gfile.walk(config.non_landmark_dir)
-        for name in names
-        if name.lower().endswith((".jpg", ".jpeg"))
-    )
-    if not paths:
-        raise DataError(f"non_landmark_dir {config.non_landmark_dir}: no .jpg images found")
-    ids = [os.path.splitext(os.path.basename(path))[0] for path in paths]
-
-    factory = image_files(config, paths, ids)
-    vectors = embed(model, factory, tta_flip=config.tta_flip, scales=tuple(config.tta_scales))
-    log(f"non-landmark penalty: {len(vectors)} photos from {config.non_landmark_dir}")
-    return vectors.vectors
+    return np.asarray([lookup[label] for label in labels.tolist()], np.int64)

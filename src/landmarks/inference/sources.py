@@ -13,6 +13,8 @@
                      manifest's count against the folder's files) and the ids after embedding,
                      before any submission is written. Stale records stop the run with an
                      error naming both counts.
+    non_landmark     the .jpg photos under config.non_landmark_dir (the non-landmark penalty's
+                     set), when the penalty is on and a folder is set.
 
 A test or index image file that cannot be read or decoded does not stop the run (at scoring
 time a crash is a failed submission): it is left out of the embeddings, named on the console,
@@ -20,11 +22,15 @@ and its query gets an empty prediction. A record that cannot be read stops the r
 error naming its shard and id (landmarks.data.record_check): records are rebuilt, not patched.
 
 `split_images(config, split)` says which source a split uses (its `description` is printed by
-`infer`); `check_embedded_ids` is the after-embedding check.
+`infer`); `check_embedded_ids` is the after-embedding check. Each source carries an `identity`
+(a digest of the ids it holds, or of its shard names and sizes) that the embedding cache
+compares, so cached embeddings are reused only for the same images.
 """
 
 from __future__ import annotations
 
+import hashlib
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -42,6 +48,8 @@ class SplitImages:
     make_dataset: scale -> tf.data.Dataset of {"image", "id", "label"} batches at that scale.
     folder_ids: the ids of the split's image folder (None for train, which has no folder).
     record_files: the shards read (empty when the images are read from the folder).
+    identity: sha256 hex digest naming exactly which images these are (independent of where
+        the folder is mounted).
     """
 
     split: str
@@ -49,6 +57,7 @@ class SplitImages:
     make_dataset: Callable
     folder_ids: frozenset[str] | None = None
     record_files: tuple[str, ...] = ()
+    identity: str = ""
 
 
 def split_images(config, split: str) -> SplitImages:
@@ -66,14 +75,17 @@ def split_images(config, split: str) -> SplitImages:
             f"{config.train_split} records in {config.records_dir}",
             _records(config, files),
             record_files=tuple(files),
+            identity=_digest("records", *_shard_names_and_sizes(files)),
         )
     table = _folder_table(config, split)
+    folder_identity = _digest("folder", *table["id"])
     if config.image_source == "folder":
         return SplitImages(
             split,
             f"{len(table)} images in {config.data_dir}/{split} (image_source: folder)",
             image_files(config, list(table["path"]), list(table["id"])),
             folder_ids=frozenset(table["id"]),
+            identity=folder_identity,
         )
     files = record_files(config, split)
     folder = f"{config.data_dir}/{split}"
@@ -99,6 +111,35 @@ def split_images(config, split: str) -> SplitImages:
         _records(config, files),
         folder_ids=frozenset(table["id"]),
         record_files=tuple(files),
+        identity=_digest("records", folder_identity, *_shard_names_and_sizes(files)),
+    )
+
+
+def non_landmark_images(config, log=print) -> SplitImages | None:
+    """The photos under config.non_landmark_dir, or None when the penalty is off or no folder
+    is set (logged)."""
+    if not config.non_landmark_penalty:
+        return None
+    if not config.non_landmark_dir:
+        log("non-landmark penalty: no non_landmark_dir set, votes are not penalised")
+        return None
+    import tensorflow as tf
+
+    folder = config.non_landmark_dir
+    paths = sorted(
+        os.path.join(parent, name)
+        for parent, _, names in tf.io.gfile.walk(folder)
+        for name in names
+        if name.lower().endswith((".jpg", ".jpeg"))
+    )
+    if not paths:
+        raise DataError(f"non_landmark_dir {folder}: no .jpg images found")
+    ids = [os.path.splitext(os.path.basename(path))[0] for path in paths]
+    return SplitImages(
+        "non_landmark",
+        f"non-landmark penalty: {len(paths)} photos from {folder}",
+        image_files(config, paths, ids),
+        identity=_digest("non_landmark", *(os.path.relpath(p, folder) for p in paths)),
     )
 
 
@@ -136,6 +177,16 @@ def record_files(config, split: str) -> list[str]:
         except DataError:
             continue
     return files
+
+
+def _digest(*lines: str) -> str:
+    return hashlib.sha256("\n".join(map(str, lines)).encode("utf-8")).hexdigest()
+
+
+def _shard_names_and_sizes(files: list[str]) -> list[str]:
+    import tensorflow as tf
+
+    return [f"{os.path.basename(path)} {tf.io.gfile.stat(path).length}" for path in files]
 
 
 def _folder_table(config, split: str):
