@@ -250,5 +250,7 @@ def test_an_id_that_walks_out_of_the_data_folder_is_refused(tmp_path, capsys):
     args = ["prepare", "--data-dir", str(tmp_path / "data"), "--split", "train", "--out", str(out)]
     assert main([*args, "--quiet"]) == 2
     error = capsys.readouterr().err
-    assert f"row {len(rows) + 2} ('../../outside/secret')" in error and "ids are file names" in error
+    assert (
+        f"row {len(rows) + 2} ('../../outside/secret')" in error and "ids are file names" in error
+    )
     assert not out.exists()

@@ -66,6 +66,7 @@ class Config:
     steps_per_epoch: int = 0  # 0 = one pass over the training records
     global_batch_size: int = 0  # examples per step over all replicas; 0 = batch_size x replicas, else must divide by the replica count (and sets the per-replica batch)
     stop_after_epochs: int = 0  # end the run after this many epochs while the schedule spans `epochs` (0 = run all; the 2021 winner's `stop_at`)
+    resume_from: str = ""  # a run folder to continue, e.g. the previous Kaggle session's, attached read-only: copied into run_dir when that holds no checkpoints yet (landmarks.training.resume_from)
     init_from: str = ""  # staged training: run folder (or checkpoint prefix) whose model weights start this run; optimizer and schedule start afresh
     optimizer: str = "adamw"  # "adamw" or "sgd" (momentum 0.9)
     learning_rate: float = 1e-3  # peak learning rate of the head (after warmup)

@@ -20,13 +20,12 @@ import re
 import shutil
 import subprocess
 import sys
-import zipfile
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from landmarks.errors import ConfigError, DataError, LandmarksError
-from landmarks.io_utils import write_text_atomic
+from landmarks.io_utils import extract_zip, write_text_atomic
 
 LOG = logging.getLogger(__name__)
 
@@ -216,29 +215,6 @@ def download_competition(
             extract_zip(path, out)
             path.unlink()
     return out
-
-
-def extract_zip(archive: Path, out_dir: Path) -> None:
-    """Extract `archive` into `out_dir`, refusing members that would land outside it."""
-    root = out_dir.resolve()
-    try:
-        with zipfile.ZipFile(archive) as handle:
-            for member in handle.infolist():
-                target = (root / member.filename).resolve()
-                if target != root and root not in target.parents:
-                    raise DataError(
-                        f"{archive}: member {member.filename!r} points outside {out_dir}"
-                    )
-                if member.is_dir():
-                    target.mkdir(parents=True, exist_ok=True)
-                    continue
-                target.parent.mkdir(parents=True, exist_ok=True)
-                partial = target.with_name(target.name + ".partial")
-                with handle.open(member) as source, open(partial, "wb") as sink:
-                    shutil.copyfileobj(source, sink, 1 << 20)
-                os.replace(partial, target)
-    except zipfile.BadZipFile as error:
-        raise DataError(f"{archive}: not a valid zip archive ({error})") from error
 
 
 # --- datasets --------------------------------------------------------------------------------
