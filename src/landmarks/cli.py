@@ -413,6 +413,48 @@ def _run_infer(args) -> int:
 _REGISTRARS.append(_register_infer)
 
 
+def _register_export(subparsers) -> None:
+    """`export --run DIR --out DIR [--train-embeddings]`: what inference needs, for a dataset."""
+    parser = subparsers.add_parser(
+        "export",
+        help="copy what inference needs from a run folder (model, config, label map, optional "
+        "float16 train embeddings) into a folder to publish; no checkpoints",
+    )
+    parser.add_argument("--run", required=True, help="the run folder (output_dir/run_name)")
+    parser.add_argument("--out", required=True, help="folder to write (absent, empty or an export)")
+    parser.add_argument(
+        "--model",
+        choices=("last", "best"),
+        default="last",
+        help="embed_model.keras (last epoch, default) or best_embed_model.keras (best val GAP)",
+    )
+    parser.add_argument(
+        "--train-embeddings",
+        action="store_true",
+        help="also embed the train records (float16, with the model fingerprint)",
+    )
+    parser.add_argument(
+        "--records", help="records folder with label_map.csv (default: the run config's)"
+    )
+    parser.set_defaults(handler=_run_export)
+
+
+def _run_export(args) -> int:
+    from landmarks.inference.export import export_run
+
+    export_run(
+        args.run,
+        args.out,
+        model=args.model,
+        train_embeddings=args.train_embeddings,
+        records_dir=args.records,
+    )
+    return 0
+
+
+_REGISTRARS.append(_register_export)
+
+
 def _register_evaluate(subparsers) -> None:
     """`evaluate --task ... --submission S.csv --solution SOL.csv [--usage U] [--json]`."""
     parser = subparsers.add_parser(

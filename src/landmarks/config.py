@@ -85,6 +85,7 @@ class Config:
 
     # --- inference ------------------------------------------------------------------------
     model_path: str = ""  # embed_model.keras; "" = output_dir/run_name/embed_model.keras
+    train_embeddings: str = ""  # exported train embeddings (.npz of `export --train-embeddings`): used instead of embedding the train records when their fingerprint matches the model and image_size/tta settings
     image_source: str = "folder"  # test/index images: "folder" (data_dir/<split>, where Kaggle puts the hidden test set) or "records" (<split>-*.tfrec, checked against the folder)
     knn_backend: str = "tf"  # "tf" (chunked matmul + top_k) or "faiss"
     knn_k: int = 10  # neighbours for recognition voting

@@ -7,7 +7,10 @@ Modules, one job each:
   recognition   recognize (summed-similarity votes), non-landmark penalty
   rerank        alpha query expansion, database augmentation, label re-ranking
   predict       the recognition and retrieval recipes
-  run           run_inference, the `infer` command
+  sources       where test/index images come from (the data folder, or checked records)
+  fingerprint   what made a set of embeddings (model file hash + embedding settings)
+  run           run_inference, the `infer` command (reuses matching exported train embeddings)
+  export        export_run, the `export` command: model, config, label map, train embeddings
 
 Importing this package needs numpy only; TensorFlow and Keras are imported when used.
 """

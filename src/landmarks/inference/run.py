@@ -42,10 +42,12 @@ def run_inference_tasks(config, outputs: dict[str, str], *, log=print) -> dict[s
     _check_inference_config(config)
     model = load_embed_model(config)
     cache = os.path.join(config.run_dir, "embeddings")
-    embedded: dict[str, Embeddings] = {}
+    embedded: dict[str, Embeddings | None] = {}
 
     def get(split: str) -> Embeddings:
-        if split not in embedded:
+        if split == "train" and split not in embedded:
+            embedded[split] = reusable_train_embeddings(config, log)
+        if embedded.get(split) is None:
             log(f"embedding {split} ...")
             embedded[split] = embed_split(model, config, split, log=log)
             save_embeddings(
@@ -130,17 +132,49 @@ def _check_inference_config(config) -> None:
         raise ConfigError(f"tta_scales must be positive numbers, got {config.tta_scales}")
 
 
+def model_file(config) -> str:
+    """The saved embedding model's path: config.model_path or run_dir/embed_model.keras."""
+    return config.model_path or os.path.join(config.run_dir, "embed_model.keras")
+
+
 def load_embed_model(config):
-    """The saved embedding model: config.model_path or run_dir/embed_model.keras."""
+    """The saved embedding model (`model_file`)."""
     import keras
     import tensorflow as tf
 
     import landmarks.models  # noqa: F401  (registers the custom layers for deserialisation)
 
-    path = config.model_path or os.path.join(config.run_dir, "embed_model.keras")
+    path = model_file(config)
     if not tf.io.gfile.exists(path):
         raise ConfigError(f"embed model not found: {path} (set model_path or train first)")
     return keras.saving.load_model(path, compile=False)
+
+
+def reusable_train_embeddings(config, log=print) -> Embeddings | None:
+    """The attached train embeddings config.train_embeddings (`export --train-embeddings`) when
+    their fingerprint equals the model's and the embedding settings' (landmarks.inference.
+    fingerprint), else None: the train records are embedded. Logs which, and why."""
+    import tensorflow as tf
+
+    from landmarks.inference.embedding import load_embeddings
+    from landmarks.inference.fingerprint import differences, model_fingerprint, read_fingerprint
+
+    path = config.train_embeddings
+    if not path:
+        return None
+    if not tf.io.gfile.exists(path):
+        log(f"train: no attached embeddings at {path}; embedding the train records")
+        return None
+    changed = differences(model_fingerprint(model_file(config), config), read_fingerprint(path))
+    if changed:
+        log(
+            f"train: the attached embeddings {path} were made otherwise ({'; '.join(changed)}); "
+            "embedding the train records"
+        )
+        return None
+    train = load_embeddings(path)
+    log(f"train: reusing {len(train)} attached embeddings from {path} (fingerprint matches)")
+    return train
 
 
 def embed_split(model, config, split: str, *, log=print) -> Embeddings:
