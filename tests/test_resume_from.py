@@ -9,17 +9,14 @@ from __future__ import annotations
 
 import hashlib
 import os
-import signal
+import shutil
 import stat
-import subprocess
-import sys
-import time
 import zipfile
 from pathlib import Path
 
 import pytest
+from training_helpers import STEPS, checkpoint_numbers, tiny, train_until_first_checkpoint_then_kill
 
-from landmarks.config import Config
 from landmarks.errors import ConfigError
 from landmarks.training import resume_from
 from landmarks.training.resume_from import continue_from
@@ -158,15 +155,6 @@ def test_bad_sources_and_destinations_are_named(tmp_path):
 
 # --- a real run, killed after an epoch, continued from a read-only copy -------------------------
 
-STEPS = 4
-
-
-def _checkpoint_numbers(run_dir: Path) -> list[int]:
-    folder = run_dir / "checkpoints"
-    if not (folder / "checkpoint").exists():
-        return []
-    return sorted(int(p.name.split("-")[1].split(".")[0]) for p in folder.glob("ckpt-*.index"))
-
 
 @pytest.mark.slow
 def test_a_killed_run_continues_from_a_read_only_copy_in_an_empty_folder(
@@ -176,49 +164,19 @@ def test_a_killed_run_continues_from_a_read_only_copy_in_an_empty_folder(
     from landmarks.training.trainer import train
 
     epochs = 3
-    values = {
-        "records_dir": str(mini_records),
-        "output_dir": str(tmp_path / "session1"),
-        "run_name": "run",
-        "image_size": 64,
-        "batch_size": 8,
-        "head": "gem",
-        "embedding_dim": 64,
-        "augment": "none",
-        "steps_per_epoch": STEPS,
-        "epochs": epochs,
-        "validate_every": 0,
-    }
+    first = tiny(mini_records, tmp_path / "session1", epochs=epochs)
     config_path = tmp_path / "session1.yaml"
-    Config.from_dict(values).save(str(config_path))
-    command = [sys.executable, "-m", "landmarks", "train", "--config", str(config_path)]
-    first = subprocess.Popen(
-        command,
-        env=dict(os.environ, CUDA_VISIBLE_DEVICES=""),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
+    first.save(str(config_path))
     killed_dir = tmp_path / "session1" / "run"
-    deadline = time.monotonic() + 300
-    while not _checkpoint_numbers(killed_dir):
-        assert first.poll() is None, first.stderr.read().decode()[-3000:]
-        assert time.monotonic() < deadline, "no checkpoint within 300 s"
-        time.sleep(0.05)
-    first.send_signal(signal.SIGKILL)  # the session's time is up
-    first.wait()
-    killed_at = max(_checkpoint_numbers(killed_dir))
+    killed_at = train_until_first_checkpoint_then_kill(config_path, killed_dir)  # time is up
     assert 1 <= killed_at < epochs
 
     attached = tmp_path / "input" / "previous-session"
-    import shutil
-
     shutil.copytree(killed_dir, attached)
     _read_only(attached)
     before = _snapshot(attached)
 
-    second = Config.from_dict(
-        {**values, "output_dir": str(tmp_path / "session2"), "resume_from": str(attached)}
-    )
+    second = tiny(mini_records, tmp_path / "session2", epochs=epochs, resume_from=str(attached))
     run_dir = Path(train(second, verbose=0))
     printed = capsys.readouterr().out
     assert "copied" in printed and str(attached) in printed
@@ -226,6 +184,6 @@ def test_a_killed_run_continues_from_a_read_only_copy_in_an_empty_folder(
     rows = read_history(str(run_dir / "history.csv"))
     assert [int(r["epoch"]) for r in rows] == list(range(1, epochs + 1))
     assert [int(r["step"]) for r in rows] == [STEPS * e for e in range(1, epochs + 1)]
-    assert max(_checkpoint_numbers(run_dir)) == epochs
+    assert max(checkpoint_numbers(run_dir)) == epochs
     assert (run_dir / "embed_model.keras").is_file()
     assert _snapshot(attached) == before  # the attached copy is never written
