@@ -470,6 +470,22 @@ def test_install_uses_the_registry_without_a_full_wheelhouse(fakes, tmp_path, la
     assert ("--find-links" in call) == (layout == "package-only")
 
 
+def test_install_counts_another_build_of_the_same_module_as_present(fakes, tmp_path, monkeypatch):
+    """Kaggle's TPU image: tensorflow-cpu, not tensorflow; its GPU image: opencv-python."""
+    image = {"tensorflow-cpu": "2.20.0", "opencv-python": "4.11.0.86", "numpy": "2.0.2"}
+    monkeypatch.setattr(install, "installed_version", lambda name: image.get(name))
+    requirements = tmp_path / "requirements.txt"
+    requirements.write_text(
+        "tensorflow==2.21.0\nopencv-python-headless==5.0.0.93\nnumpy==2.4.6\nefficientnet==1.1.1\n"
+    )
+    log = []
+    assert install.install_missing(None, str(requirements), log=log.append) == [
+        "efficientnet==1.1.1"
+    ]
+    assert "tensorflow-cpu 2.20.0, opencv-python 4.11.0.86, numpy 2.0.2" in log[0]
+    assert _constraints(fakes()) == image  # held where they are
+
+
 def test_install_with_nothing_missing_runs_no_pip(fakes, tmp_path):
     requirements = tmp_path / "requirements.txt"
     requirements.write_text("numpy==9.9\n")

@@ -4,8 +4,10 @@ The notebooks' install cell first puts the `landmarks` wheel in from the attache
 dataset (`pip install --no-index --no-deps --find-links WHEELS_DIR landmarks`: never from the
 registry, where another project could hold the name), then calls `install_missing(WHEELS_DIR)`:
 
-- a requirement this Python already has, at any version, is kept as it is (Kaggle's
-  TensorFlow, Keras, JAX, numpy...): it is listed, never upgraded or downgraded;
+- a requirement this Python already has, at any version, or has through another distribution
+  of the same module (PROVIDED_BY: tensorflow-cpu for tensorflow, opencv-python for
+  opencv-python-headless...), is kept as it is (Kaggle's TensorFlow, Keras, JAX, numpy...): it
+  is listed, never upgraded or downgraded;
 - the missing ones are installed at their pinned versions, under a constraints file that pins
   every present requirement and PROTECTED package to its installed version, so that pip stops
   with an error rather than replace one of them to satisfy a dependency;
@@ -42,6 +44,18 @@ PROTECTED = (
     "torch",
 )
 WHEELHOUSE_MARK = "requirements.txt"  # written by `kaggle wheelhouse` once it is complete
+# Distributions that provide the same import as a requirement: one of them installed counts as
+# the requirement present (Kaggle's TPU image has tensorflow-cpu, its GPU image opencv-python;
+# a second OpenCV or TensorFlow beside them would shadow or break the first).
+PROVIDED_BY = {
+    "tensorflow": ("tensorflow-cpu", "tensorflow-tpu", "tensorflow-gpu", "tf-nightly"),
+    "opencv-python-headless": (
+        "opencv-python",
+        "opencv-contrib-python",
+        "opencv-contrib-python-headless",
+    ),
+    "faiss-cpu": ("faiss-gpu", "faiss-gpu-cu12", "faiss-gpu-cu11", "faiss"),
+}
 
 
 def installed_version(name: str) -> str | None:
@@ -50,6 +64,16 @@ def installed_version(name: str) -> str | None:
         return importlib.metadata.version(project_name(name))
     except importlib.metadata.PackageNotFoundError:
         return None
+
+
+def installed_provider(requirement: str) -> tuple[str, str] | None:
+    """(distribution, version) installed for `requirement`: itself or one of PROVIDED_BY."""
+    name = project_name(requirement)
+    for candidate in (name, *PROVIDED_BY.get(name, ())):
+        version = installed_version(candidate)
+        if version:
+            return candidate, version
+    return None
 
 
 def install_missing(
@@ -67,9 +91,10 @@ def install_missing(
     from landmarks.kaggle.client import pip_command, run_tool
 
     lines = read_requirements(requirements or shipped_requirements())
-    present = {project_name(line): installed_version(line) for line in lines}
-    missing = [line for line in lines if present[project_name(line)] is None]
-    kept = [f"{name} {version}" for name, version in present.items() if version]
+    providers = {line: installed_provider(line) for line in lines}
+    missing = [line for line in lines if providers[line] is None]
+    present = dict(provider for provider in providers.values() if provider)
+    kept = [f"{name} {version}" for name, version in present.items()]
     log(f"requirements: {len(kept)} present, kept as they are ({', '.join(kept) or 'none'})")
     if not missing:
         log("requirements: nothing to install")
@@ -82,7 +107,7 @@ def install_missing(
         else "the registry" + (f" and {folder}" if folder else "")
     )
     log(f"requirements: installing {', '.join(missing)} from {source}")
-    pins = {name: version for name, version in present.items() if version}
+    pins = dict(present)
     pins.update({name: installed_version(name) for name in PROTECTED if installed_version(name)})
     with tempfile.TemporaryDirectory(prefix="landmarks-install-") as work:
         constraints = Path(work, "constraints.txt")
