@@ -226,7 +226,7 @@ def test_evaluate_retrieval_json_and_bad_submission(tmp_path, capsys):
     )
     scores = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     # q1: (1/1 + 2/3) / 2 = 5/6; q2: 0 -> mAP = 5/12
-    assert scores == {"map@100": pytest.approx(5 / 12), "queries": 2}
+    assert scores == {"map@100": pytest.approx(5 / 12), "queries": 2, "predicted": 2, "unscored": 0}
     broken = _write(tmp_path / "broken.csv", "id,images\nq1," + " ".join(["a"] * 101) + "\n")
     assert (
         main(["evaluate", "--task", "retrieval", "--submission", broken, "--solution", solution])

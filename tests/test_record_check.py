@@ -42,14 +42,20 @@ def test_a_truncated_shard_is_named_with_the_offset(records):
     assert "truncated record at" in problem
 
 
-def test_infer_names_a_record_that_does_not_decode(records, mini_landmarks, tmp_path, capsys):
-    """The train records are read to embed the recognition index: the error names the record."""
+@pytest.mark.parametrize("damage", ["image", "truncation"])
+def test_infer_names_a_bad_record(records, mini_landmarks, tmp_path, capsys, damage):
+    """The train records are read to embed the recognition index: the error names the shard
+    and, for an image that does not decode, the record (W6: a truncated shard, the offset)."""
     import keras
 
     from landmarks.cli import main
 
     shards = list_shards(str(records), "holdout")
-    bad_id = replace_image_in_shard(Path(shards[0]), 0, CORRUPT)
+    if damage == "image":
+        bad_id = replace_image_in_shard(Path(shards[0]), 0, CORRUPT)
+    else:
+        data = Path(shards[0]).read_bytes()
+        Path(shards[0]).write_bytes(data[: len(data) - 100])
     model = keras.Sequential([keras.Input((None, None, 3)), keras.layers.GlobalAveragePooling2D()])
     model.save(str(tmp_path / "embed.keras"))
     config = tmp_path / "c.yaml"
@@ -61,7 +67,10 @@ def test_infer_names_a_record_that_does_not_decode(records, mini_landmarks, tmp_
     args = ["infer", "--config", str(config), "--task", "recognition", "--out", str(out)]
     assert main(args) == 2
     error = capsys.readouterr().err
-    assert f"{shards[0]}: record 0 (id {bad_id})" in error and "does not decode" in error
+    if damage == "image":
+        assert f"{shards[0]}: record 0 (id {bad_id})" in error and "does not decode" in error
+    else:
+        assert f"{shards[0]}: unreadable after record " in error and "truncated record at" in error
     assert not out.exists()
 
 

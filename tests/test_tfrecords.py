@@ -3,6 +3,7 @@ and a build killed with SIGKILL and resumed."""
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import signal
@@ -259,3 +260,53 @@ def test_build_killed_with_sigkill_resumes(gldv2_dir, tmp_path):
     assert sorted(r["id"] for r in records) == sorted(rows)  # each exactly once
     assert not list(out.glob("*.incomplete")) and not list(out.rglob("*.tmp-*"))
     assert json.loads((out / "manifest.json").read_text())["splits"]["train"]["examples"] == 22
+
+
+def _descendants(pid: int) -> set[int]:
+    """Every process below `pid`, from /proc (children files of each of its threads)."""
+    found, pending = set(), [pid]
+    while pending:
+        parent = pending.pop()
+        for task in glob.glob(f"/proc/{parent}/task/*/children"):
+            with open(task) as handle:
+                children = {int(value) for value in handle.read().split()}
+            pending.extend(children - found)
+            found |= children
+    return found
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_workers_of_a_killed_build_die_with_it(gldv2_dir, tmp_path):
+    """Issue 16: the worker processes of a SIGKILLed prepare went on writing for seconds."""
+    root, _ = gldv2_dir
+    out = tmp_path / "rec"
+    command = [sys.executable, "-m", "landmarks", "prepare", "--data-dir", str(root), "--split", "train",
+               "--out", str(out), "--shards", "4", "--workers", "2", "--quiet"]  # fmt: skip
+    env = dict(os.environ, LANDMARKS_TEST_SHARD_DELAY_S="20")  # a worker holds each shard 20 s
+    process = subprocess.Popen(
+        command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    deadline = time.time() + 120
+    try:
+        while len(list(out.glob("*.incomplete"))) < 2:  # both workers inside a shard
+            assert process.poll() is None and time.time() < deadline
+            time.sleep(0.05)
+        workers = _descendants(process.pid)
+        process.send_signal(signal.SIGKILL)
+    finally:
+        process.wait(timeout=30)
+    assert len(workers) >= 3  # the forkserver, its two workers (and the resource tracker)
+    time.sleep(3.0)  # far less than the 20 s a worker would still spend on its shard
+    alive = [
+        pid for pid in workers if os.path.exists(f"/proc/{pid}") and "zombie" not in _state(pid)
+    ]
+    assert alive == []
+
+
+def _state(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/status") as handle:
+            return next(line for line in handle if line.startswith("State:")).lower()
+    except (FileNotFoundError, StopIteration):
+        return "gone"

@@ -478,11 +478,13 @@ def _register_evaluate(subparsers) -> None:
 def _run_evaluate(args) -> int:
     import json
 
-    from landmarks.evaluation import evaluate_files
+    from landmarks.evaluation import coverage_notes, evaluate_files
 
     scores = evaluate_files(args.task, args.submission, args.solution, usage=args.usage)
     for key, value in scores.items():
         print(f"{key}: {value:.6f}" if isinstance(value, float) else f"{key}: {value}")
+    for note in coverage_notes(scores):
+        print(f"note: {note}")
     if args.json:
         print(json.dumps(scores))
     return 0

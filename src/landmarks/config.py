@@ -8,6 +8,7 @@ defaults below. `--set key=value` overrides are parsed as YAML scalars/lists
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import json
 import os
 import typing
@@ -156,8 +157,10 @@ class Config:
         known = {f.name for f in dataclasses.fields(self)}
         for key, value in values.items():
             if key not in known:
-                close = [k for k in known if k.split("_")[0] == str(key).split("_")[0]]
-                hint = f" (did you mean {', '.join(sorted(close))}?)" if close else ""
+                close = difflib.get_close_matches(str(key), sorted(known), n=3, cutoff=0.7)
+                close += [k for k in sorted(known) if k.split("_")[0] == str(key).split("_")[0]]
+                close = list(dict.fromkeys(close))[:5]
+                hint = f" (did you mean {', '.join(close)}?)" if close else ""
                 raise ConfigError(f"{source}: unknown config key {key!r}{hint}")
             setattr(self, key, _coerce(value, hints[key], f"{source}: {key}"))
 

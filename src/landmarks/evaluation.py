@@ -14,23 +14,48 @@ from landmarks.submission import read_recognition_submission, read_retrieval_sub
 
 
 def evaluate_files(task: str, submission_path: str, solution_path: str, *, usage: str = "all"):
-    """Scores of a submission: recognition {"gap", "top1", "queries", "landmark_queries"};
-    retrieval {"map@100", "queries"}. `queries` counts the solution rows scored (Ignored rows and
-    rows outside `usage` are left out); submission rows for other ids are not scored."""
+    """Scores of a submission: recognition {"gap", "top1", "queries", "landmark_queries",
+    "predicted", "unscored"}; retrieval {"map@100", "queries", "predicted", "unscored"}.
+
+    `queries` counts the solution rows scored (Ignored rows and rows outside `usage` are left
+    out); `predicted` how many of them the submission has a row for (a missing query scores 0);
+    `unscored` the submission rows whose id is not among them."""
     if task == "recognition":
         solution = read_recognition_solution(solution_path, usage)
         predictions = read_recognition_submission(submission_path)
-        return {
+        scores = {
             "gap": global_average_precision(predictions, solution),
             "top1": top1_accuracy(predictions, solution),
             "queries": len(solution),
             "landmark_queries": sum(1 for truth in solution.values() if truth),
         }
-    if task == "retrieval":
+    elif task == "retrieval":
         solution = read_retrieval_solution(solution_path, usage)
         predictions = read_retrieval_submission(submission_path)
-        return {
+        scores = {
             "map@100": mean_average_precision(predictions, solution, k=100),
             "queries": len(solution),
         }
-    raise ConfigError(f"task must be recognition or retrieval, got {task!r}")
+    else:
+        raise ConfigError(f"task must be recognition or retrieval, got {task!r}")
+    scores["predicted"] = sum(1 for query in solution if query in predictions)
+    scores["unscored"] = sum(1 for query in predictions if query not in solution)
+    return scores
+
+
+def coverage_notes(scores: dict) -> list[str]:
+    """Plain-language lines for a submission that does not cover the solution exactly, e.g.
+    "157 solution queries, 0 predicted: the 157 missing ones score 0"."""
+    notes = []
+    missing = scores["queries"] - scores["predicted"]
+    if missing:
+        notes.append(
+            f"{scores['queries']} solution queries, {scores['predicted']} predicted: the "
+            f"{missing} missing ones score 0"
+        )
+    if scores["unscored"]:
+        notes.append(
+            f"{scores['unscored']} submission ids are not among the solution's scored queries "
+            "(not scored; another test set, or Ignored/other-usage rows?)"
+        )
+    return notes

@@ -13,24 +13,38 @@ import uuid
 import zipfile
 from pathlib import Path
 
-from landmarks.errors import DataError
-
 
 def _is_remote(path: str) -> bool:
     return "://" in path
 
 
 def read_text(path: str) -> str:
-    """Whole file as text; FileNotFoundError when it does not exist."""
+    """Whole file as UTF-8 text, without a leading byte-order mark (as spreadsheet programs on
+    Windows write one). FileNotFoundError when it does not exist; DataError naming the path for
+    a folder or a file that is not UTF-8 text (a binary file given by mistake)."""
+    from landmarks.errors import DataError
+
     if _is_remote(path):
         import tensorflow as tf
 
         if not tf.io.gfile.exists(path):
             raise FileNotFoundError(path)
-        with tf.io.gfile.GFile(path, "r") as handle:
-            return handle.read()
-    with open(path, encoding="utf-8") as handle:
-        return handle.read()
+        if tf.io.gfile.isdir(path):
+            raise DataError(f"{path}: is a folder, not a file")
+        with tf.io.gfile.GFile(path, "rb") as handle:
+            data = handle.read()
+    else:
+        if os.path.isdir(path):
+            raise DataError(f"{path}: is a folder, not a file")
+        with open(path, "rb") as handle:
+            data = handle.read()
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        raise DataError(
+            f"{path}: not a UTF-8 text file (byte {error.start} is 0x{data[error.start]:02x}); "
+            "is it the right file?"
+        ) from error
 
 
 def write_bytes_atomic(path: str, data: bytes) -> None:
@@ -59,8 +73,59 @@ def write_text_atomic(path: str, text: str) -> None:
     write_bytes_atomic(path, text.encode("utf-8"))
 
 
+def check_writable_folder(path: str, what: str) -> None:
+    """DataError naming `what` (e.g. "--out") unless `path` is, or can be made, a folder this
+    process can write: not a file, not under a file, on a writable file system. The check
+    creates the folder and writes and removes a probe file in it, so read-only mounts (Kaggle's
+    /kaggle/input) are caught even for root. gs:// and other remote paths are not checked
+    (their writes fail with clear errors of their own)."""
+    problem = _folder_problem(path)
+    if problem:
+        from landmarks.errors import DataError
+
+        raise DataError(f"{what} {path}: {problem}")
+
+
+def check_writable_file(path: str, what: str) -> None:
+    """DataError naming `what` and `path` unless a file can be written at `path`: it is not a
+    folder and its folder passes check_writable_folder. Nothing is written at `path` itself."""
+    from landmarks.errors import DataError
+
+    if _is_remote(path):
+        return
+    if os.path.isdir(path):
+        raise DataError(f"{what} {path}: is a folder; give a file name, e.g. {path}/submission.csv")
+    problem = _folder_problem(os.path.dirname(os.path.abspath(path)))
+    if problem:
+        raise DataError(f"{what} {path}: {problem}")
+
+
+def _folder_problem(path: str) -> str | None:
+    """Why no file can be written in the folder `path` (made if missing), or None."""
+    if _is_remote(path):
+        return None
+    if os.path.isfile(path):
+        return "is a file, not a folder"
+    ancestor = os.path.abspath(path)
+    while not os.path.exists(ancestor):
+        ancestor = os.path.dirname(ancestor)
+    if not os.path.isdir(ancestor):
+        return f"{ancestor} is a file, so no folder can be made under it"
+    probe = os.path.join(path, f".write-probe-{uuid.uuid4().hex[:8]}")
+    try:
+        os.makedirs(path, exist_ok=True)
+        with open(probe, "wb"):
+            pass
+        os.remove(probe)
+    except OSError as error:
+        return f"cannot write there ({error.strerror})"
+    return None
+
+
 def extract_zip(archive: Path, out_dir: Path) -> None:
     """Extract `archive` into `out_dir`, refusing members that would land outside it."""
+    from landmarks.errors import DataError
+
     root = out_dir.resolve()
     try:
         with zipfile.ZipFile(archive) as handle:

@@ -32,6 +32,7 @@ import hashlib
 import json
 import math
 import multiprocessing
+import os
 import re
 
 import numpy as np
@@ -39,12 +40,13 @@ import pandas as pd
 
 from landmarks.data import gldv2, tables
 from landmarks.errors import ConfigError, DataError
-from landmarks.io_utils import read_text, write_text_atomic
+from landmarks.io_utils import check_writable_folder, read_text, write_text_atomic
 
 MANIFEST = "manifest.json"
 LABEL_MAP = "label_map.csv"
 HOLDOUT_SPLIT = "holdout"
 EXAMPLES_PER_SHARD = 2000  # default shard size when num_shards is not given
+WATCH_S = 0.5  # how often a worker checks that the main process is still there
 FORMAT_VERSION = 1
 _SPLIT_NAME = re.compile(r"[A-Za-z0-9_]+")
 
@@ -202,6 +204,7 @@ def write_records(
         "num_tasks": int(num_tasks),
     }
     _check_options(split, labelled, workers, task_index, options)
+    check_writable_folder(out_dir, "records folder (--out)")
     table = table.sort_values("id", kind="stable").reset_index(drop=True)
     plan = _plan(table, split, labelled, options)
     jobs = _task_jobs(plan, out_dir, task_index, num_tasks)
@@ -382,9 +385,33 @@ def _execute(jobs: list, workers: int):
         return
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload(["landmarks.data.shard_writer"])
-    with context.Pool(min(workers, len(jobs))) as pool:
+    with context.Pool(
+        min(workers, len(jobs)), initializer=_exit_with, initargs=(os.getpid(),)
+    ) as pool:
         for index, receipt in pool.imap_unordered(_write_indexed, list(enumerate(jobs))):
             yield jobs[index], receipt
+
+
+def _exit_with(main_pid: int) -> None:
+    """Pool initializer: end this worker within WATCH_S seconds of the main process's death.
+
+    A killed `prepare` (SIGKILL: no clean-up runs) left its workers writing their current shard
+    for seconds; the forkserver that forked them stays up while they do, so the kernel's
+    parent-death signal cannot help. A daemon thread checks the main process instead."""
+    import threading
+    import time
+
+    def watch() -> None:
+        while True:
+            time.sleep(WATCH_S)
+            try:
+                os.kill(main_pid, 0)
+            except ProcessLookupError:
+                os._exit(1)
+            except PermissionError:  # alive
+                continue
+
+    threading.Thread(target=watch, name="exit-with-main", daemon=True).start()
 
 
 def _write_indexed(item: tuple) -> tuple[int, dict]:
@@ -625,7 +652,9 @@ def read_manifest(records_dir: str) -> dict:
 
 def list_shards(records_dir: str, split: str) -> list[str]:
     """Paths of the shards of `split`, as listed in manifest.json (so shards of older builds
-    lying in the folder are ignored), or matched by name when the folder has no manifest."""
+    lying in the folder are ignored), or matched by name when the folder has no manifest.
+    A listed shard that is not in the folder is a DataError naming it (one listing of the
+    folder, so this stays cheap on gs://), before any model is built."""
     import tensorflow as tf
 
     from landmarks.data.shard_writer import join
@@ -636,7 +665,17 @@ def list_shards(records_dir: str, split: str) -> list[str]:
             raise DataError(
                 f"{records_dir}/{MANIFEST}: no split {split!r}; it has {', '.join(splits) or 'none'}"
             )
-        return [join(records_dir, s["file"]) for s in splits[split]["shards"]]
+        names = [s["file"] for s in splits[split]["shards"]]
+        present = {os.path.basename(p) for p in tf.io.gfile.glob(join(records_dir, "*.tfrec"))}
+        missing = [name for name in names if name not in present]
+        if missing:
+            raise DataError(
+                f"{records_dir}: {MANIFEST} lists {len(names)} {split} shards but "
+                f"{len(missing)} are missing ({', '.join(missing[:3])}"
+                f"{', ...' if len(missing) > 3 else ''}); copy them back, or rerun the prepare "
+                "command that wrote them (it writes only what is missing)"
+            )
+        return [join(records_dir, name) for name in names]
     files = sorted(
         tf.io.gfile.glob(
             join(

@@ -4,6 +4,7 @@ embedding model, predict, and write a validated submission."""
 from __future__ import annotations
 
 import os
+import zipfile
 
 import numpy as np
 
@@ -17,6 +18,7 @@ from landmarks.inference.predict import predict_recognition, predict_retrieval
 from landmarks.inference.recognition import non_landmark_penalties
 from landmarks.inference.search import BACKENDS
 from landmarks.inference.sources import check_embedded_ids, image_files, split_images
+from landmarks.io_utils import check_writable_file
 
 
 def run_inference(config, task: str, out_path: str, *, log=print) -> dict:
@@ -40,6 +42,8 @@ def run_inference_tasks(config, outputs: dict[str, str], *, log=print) -> dict[s
         if task not in ("recognition", "retrieval"):
             raise ConfigError(f"task must be recognition or retrieval, got {task!r}")
     _check_inference_config(config)
+    for out_path in outputs.values():
+        check_writable_file(out_path, "submission (--out)")
     model = load_embed_model(config)
     cache = os.path.join(config.run_dir, "embeddings")
     embedded: dict[str, Embeddings | None] = {}
@@ -147,7 +151,29 @@ def load_embed_model(config):
     path = model_file(config)
     if not tf.io.gfile.exists(path):
         raise ConfigError(f"embed model not found: {path} (set model_path or train first)")
-    return keras.saving.load_model(path, compile=False)
+    if tf.io.gfile.isdir(path):
+        raise ConfigError(f"model_path {path}: is a folder; give its embed_model.keras file")
+    opener = tf.io.gfile.GFile if "://" in path else open
+    with opener(path, "rb") as handle:
+        head = handle.read(8)
+        handle.seek(0)
+        try:
+            is_archive = zipfile.is_zipfile(handle)
+        except tf.errors.OpError:  # GFile refuses to seek before the start of a tiny file
+            is_archive = False
+    if not (is_archive or head.startswith(b"\x89HDF")):  # .keras is a zip; legacy .h5 is HDF5
+        damaged = " (it starts like one: truncated?)" if head.startswith(b"PK") else ""
+        raise ConfigError(
+            f"model_path {path}: not a Keras model file{damaged}; expected a .keras archive "
+            "such as the embed_model.keras that `train` writes"
+        )
+    try:
+        return keras.saving.load_model(path, compile=False)
+    except (ValueError, OSError, KeyError, zipfile.BadZipFile) as error:
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ConfigError(
+            f"model_path {path}: cannot be loaded as a Keras model (damaged?): {first}"
+        ) from error
 
 
 def reusable_train_embeddings(config, log=print) -> Embeddings | None:
