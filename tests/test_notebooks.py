@@ -1,11 +1,11 @@
 """The three notebooks: stored without outputs, no logic of their own, Kaggle defaults in one
-papermill parameters cell, and a headless papermill run of 01 -> 02 -> 03 on mini-landmarks."""
+papermill parameters cell, papermill SETTINGS merged over the notebooks' defaults. Their
+headless runs, as on Kaggle, are in test_kaggle_dry_run.py."""
 
 from __future__ import annotations
 
 import ast
 import importlib.util
-import json
 import os
 import sys
 from pathlib import Path
@@ -153,6 +153,51 @@ def test_keras_backend_is_chosen_before_keras_is_imported(name):
     assert _parameters(_load(name))["BACKEND"] == ""
 
 
+def _configured(name: str, parameters: dict):
+    """Run, in this process, the parameters cell, the cell papermill injects for `parameters`
+    and the notebook's configuration cell; returns the Config that cell builds."""
+    import papermill
+
+    notebook = papermill.iorw.load_notebook_node(str(NOTEBOOKS / name))  # as papermill reads it
+    injected = papermill.parameterize.parameterize_notebook(notebook, parameters)
+    cells = [c for c in _code_cells(injected) if "parameters" in c.metadata.get("tags", [])]
+    cells += [
+        c for c in _code_cells(injected) if "injected-parameters" in c.metadata.get("tags", [])
+    ]
+    cells += [c for c in _code_cells(injected) if "config.update(" in c.source]
+    namespace: dict = {}
+    for cell in cells:
+        exec(_python_source(cell.source), namespace)
+    return namespace["config"]
+
+
+def test_papermill_settings_are_merged_over_the_training_notebook_defaults(tmp_path):
+    config = _configured(NAMES[1], {"SETTINGS": {"epochs": 1, "batch_size": 8}})
+    # The keys not passed keep the notebook's defaults, not Config's (weights None, 256 px).
+    assert (config.weights, config.image_size, config.backbone) == (
+        "imagenet",
+        512,
+        "efficientnet_b0",
+    )
+    assert (config.epochs, config.batch_size) == (1, 8)
+    preset = tmp_path / "preset.yaml"
+    preset.write_text("backbone: efficientnet_b3\nimage_size: 384\nepochs: 20\n")
+    config = _configured(NAMES[1], {"CONFIG_FILE": str(preset), "SETTINGS": {"epochs": 2}})
+    assert (config.backbone, config.image_size, config.epochs) == ("efficientnet_b3", 384, 2)
+    assert config.weights is None  # a preset replaces the notebook defaults, Config's fill in
+    config = _configured(NAMES[1], {"RESUME_FROM": "/kaggle/input/run-v1", "STOP_AFTER_EPOCHS": 6})
+    assert (config.resume_from, config.stop_after_epochs) == ("/kaggle/input/run-v1", 6)
+
+
+def test_papermill_settings_are_merged_over_the_inference_notebook_defaults(tmp_path):
+    (tmp_path / "config.yaml").write_text("image_size: 384\nknn_k: 3\nrun_name: r\n")
+    parameters = {"MODEL_DIR": str(tmp_path), "SETTINGS": {"tta_flip": True}}
+    config = _configured(NAMES[2], parameters)
+    assert (config.tta_flip, config.knn_k, config.batch_size) == (True, 10, 64)
+    assert config.image_size == 384  # from the run's config.yaml
+    assert config.train_embeddings == str(tmp_path / "embeddings" / "train.npz")
+
+
 def test_papermill_uses_this_virtualenv_kernel(tmp_path, monkeypatch):
     """kernel_name "python3" must start this interpreter (the venv), not a system Python."""
     import papermill
@@ -170,117 +215,3 @@ def test_papermill_uses_this_virtualenv_kernel(tmp_path, monkeypatch):
     )
     printed = nbformat.read(tmp_path / "out.ipynb", as_version=4).cells[0].outputs[0].text
     assert printed.strip() == sys.prefix  # the venv (its python may link to a system one)
-
-
-# --- headless runs on mini-landmarks -----------------------------------------------------------
-
-SMOKE_SETTINGS = {
-    "backbone": "efficientnet_b0",
-    "weights": None,
-    "image_size": 64,
-    "batch_size": 8,
-    "epochs": 1,
-    "steps_per_epoch": 2,
-    "validate_every": 0,
-}
-
-
-def _execute(name: str, work: Path, parameters: dict) -> nbformat.NotebookNode:
-    import papermill
-
-    out = work / name
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("JUPYTER_PATH", os.path.join(sys.prefix, "share", "jupyter"))
-        papermill.execute_notebook(
-            str(NOTEBOOKS / name),
-            str(out),
-            parameters=parameters,
-            kernel_name="python3",
-            cwd=str(work),
-            progress_bar=False,
-        )
-    return nbformat.read(out, as_version=4)
-
-
-@pytest.fixture(scope="module")
-def executed(mini_landmarks, tmp_path_factory):
-    """01 -> 02 -> 03 run headless in a smoke setting; returns (work folder, executed notebooks)."""
-    work = tmp_path_factory.mktemp("notebooks")
-    records, runs = work / "records", work / "runs"
-    notebooks = {
-        "01": _execute(
-            NAMES[0],
-            work,
-            {
-                "DATA_DIR": str(mini_landmarks),
-                "OUT_DIR": str(records),
-                "IMAGE_SIZE": 96,
-                "WORKERS": 1,
-                "HOLDOUT": 0.2,
-                "PREPARE_TEST": True,
-            },
-        )
-    }
-    notebooks["02"] = _execute(
-        NAMES[1],
-        work,
-        {
-            "RECORDS_DIR": str(records),
-            "OUTPUT_DIR": str(runs),
-            "RUN_NAME": "smoke",
-            "SETTINGS": SMOKE_SETTINGS,
-        },
-    )
-    notebooks["03"] = _execute(
-        NAMES[2],
-        work,
-        {
-            "WHEELS_DIR": str(work / "wheels"),  # unused: landmarks is installed here
-            "DATA_DIR": str(mini_landmarks),
-            "RECORDS_DIR": str(records),
-            "MODEL_DIR": str(runs / "smoke"),
-            "OUTPUT_DIR": str(work / "inference"),
-            "TASK": "recognition",
-            "SUBMISSION": str(work / "submission.csv"),
-            "SOLUTION": str(mini_landmarks / "recognition_solution.csv"),
-            "SETTINGS": {"knn_k": 5, "batch_size": 16},
-        },
-    )
-    return work, notebooks
-
-
-def _printed(notebook) -> str:
-    return "".join(
-        output.get("text", "") for cell in _code_cells(notebook) for output in cell.outputs
-    )
-
-
-@pytest.mark.slow
-def test_prepare_notebook_writes_records(executed, mini_landmarks):
-    work, notebooks = executed
-    manifest = json.loads((work / "records" / "manifest.json").read_text())
-    assert "train" in json.dumps(manifest) and "holdout" in json.dumps(manifest)
-    shards = sorted(p.name.split("-")[0] for p in (work / "records").glob("*.tfrec"))
-    assert set(shards) == {"train", "holdout", "test"}
-    assert "local (cpu)" in _printed(notebooks["01"])
-
-
-@pytest.mark.slow
-def test_train_notebook_writes_the_run_folder(executed):
-    work, _ = executed
-    run = work / "runs" / "smoke"
-    for name in ("embed_model.keras", "config.yaml", "history.csv", "curves.png"):
-        assert (run / name).is_file(), name
-    assert len((run / "history.csv").read_text().strip().splitlines()) == 2  # header + 1 epoch
-
-
-@pytest.mark.slow
-def test_inference_notebook_writes_and_scores_a_submission(executed, mini_landmarks):
-    work, notebooks = executed
-    test_ids = {path.stem for path in (mini_landmarks / "test").rglob("*.jpg")}
-    lines = (work / "submission.csv").read_text().strip().splitlines()
-    assert lines[0] == "id,landmarks"
-    assert {line.split(",")[0] for line in lines[1:]} == test_ids
-    assert "'gap':" in _printed(notebooks["03"])
-    # The stored notebooks stay without outputs.
-    assert all(cell.outputs == [] for cell in _code_cells(_load(NAMES[2])))

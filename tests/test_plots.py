@@ -74,3 +74,38 @@ def test_retrieval_grid_errors(tmp_path):
         plot_retrieval_grid([np.zeros((8, 8))], [[grey]], str(tmp_path / "x.png"))
     with pytest.raises(DataError, match="cannot read image"):
         plot_retrieval_grid([str(tmp_path / "none.jpg")], [[grey]], str(tmp_path / "x.png"))
+
+
+def _boxes_overlap(a, b) -> bool:
+    return a.x0 < b.x1 and b.x0 < a.x1 and a.y0 < b.y1 and b.y0 < a.y1
+
+
+def test_retrieval_grid_captions_overlap_neither_each_other_nor_the_images():
+    from landmarks.plots import retrieval_grid_figure
+
+    rng = np.random.default_rng(0)
+    images = [rng.integers(0, 255, (h, w, 3)).astype(np.uint8) for h, w in ((60, 90), (90, 40))]
+    long_name = "Navajo National Monument (Betatakin) and its cliff dwellings"
+    figure = retrieval_grid_figure(
+        images * 2,
+        [images * 3] * 4,
+        query_labels=[long_name, "Taj Mahal", long_name, "Great Wall"],
+        neighbour_labels=[[long_name, "Taj Mahal", "x", "y", "z", "w"]] * 4,
+        similarities=[[0.91, 0.5, 0.4, 0.3, 0.2, 0.1]] * 4,
+        titles=["query: hit, first relevant #1"] * 4,
+    )
+    figure.canvas.draw()
+    renderer = figure.canvas.get_renderer()
+    captions = [axis.xaxis.label for axis in figure.axes if axis.xaxis.label.get_text()]
+    assert len(captions) == 4 * 6
+    assert all(caption.get_text().count("\n") <= 2 for caption in captions)  # 3 lines at most
+    text_boxes = [caption.get_window_extent(renderer) for caption in captions]
+    image_boxes = [
+        image.get_window_extent(renderer) for axis in figure.axes for image in axis.images
+    ]
+    for i, box in enumerate(text_boxes):
+        assert not any(_boxes_overlap(box, other) for other in text_boxes[i + 1 :])
+        assert not any(_boxes_overlap(box, image) for image in image_boxes)
+    import matplotlib.pyplot as plt
+
+    plt.close(figure)

@@ -7,52 +7,25 @@ import csv
 import json
 import math
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from training_helpers import STEPS, tiny, train_until_first_checkpoint_then_kill
 
 from landmarks.cli import main
 from landmarks.config import Config
 from landmarks.errors import ConfigError
-
-STEPS = 4  # optimizer steps per epoch in the training runs below
 
 
 @pytest.fixture(scope="module")
 def records(mini_records) -> Path:
     """mini-landmarks train records: 64 px, holdout 0.2, 2 shards (shared session fixture)."""
     return Path(mini_records)
-
-
-def tiny(records: Path, out: Path, **changes) -> Config:
-    """The smallest real model: EfficientNetB0 (weights None) + GeM head, 64 px, batch 8."""
-    values = {
-        "records_dir": str(records),
-        "output_dir": str(out),
-        "run_name": "run",
-        "image_size": 64,
-        "batch_size": 8,
-        "head": "gem",
-        "embedding_dim": 64,
-        "augment": "none",
-        "steps_per_epoch": STEPS,
-        "epochs": 3,
-        "learning_rate": 3e-3,
-        "min_learning_rate": 1e-5,
-        "warmup_epochs": 0.5,
-        "validate_every": 0,
-        "validation_queries": 16,
-        "validation_index": 48,
-    }
-    values.update(changes)
-    return Config.from_dict(values)
 
 
 def reference_lr(step: int, config: Config) -> float:
@@ -230,16 +203,7 @@ def test_killed_run_resumes_at_the_right_epoch_and_schedule_step(records, tmp_pa
     command = [sys.executable, "-m", "landmarks", "train", "--config", str(config_path)]
     env = dict(os.environ, CUDA_VISIBLE_DEVICES="")
 
-    first = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 300
-    while not _checkpoint_numbers(run_dir):
-        assert first.poll() is None, first.stderr.read().decode()[-3000:]
-        assert time.monotonic() < deadline, "no checkpoint within 300 s"
-        time.sleep(0.05)
-    first.send_signal(signal.SIGKILL)
-    first.wait()
-    assert first.returncode == -signal.SIGKILL
-    killed_at = max(_checkpoint_numbers(run_dir))
+    killed_at = train_until_first_checkpoint_then_kill(config_path, run_dir)
     assert 1 <= killed_at < epochs, "the run finished before it could be killed"
 
     second = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)

@@ -96,9 +96,24 @@ def _register_kaggle(subparsers) -> None:
         "wheelhouse", help="wheels of the requirements + landmarks for offline notebooks"
     )
     wheelhouse.add_argument("--out", default="output/kaggle/wheels", help="folder for the wheels")
-    wheelhouse.add_argument("--requirements", default="requirements.txt")
-    wheelhouse.add_argument("--python-version", default="3.11", help="Kaggle image's Python")
-    wheelhouse.add_argument("--platform", default="manylinux_2_28_x86_64")
+    wheelhouse.add_argument(
+        "--requirements",
+        default=None,
+        help="requirements file (default: the pinned list shipped with landmarks)",
+    )
+    wheelhouse.add_argument(
+        "--python-version",
+        default="3.12",
+        choices=("3.12", "3.11"),
+        help="Python of the Kaggle image (default 3.12; older images 3.11)",
+    )
+    wheelhouse.add_argument(
+        "--platform",
+        action="append",
+        default=None,
+        help="pip platform tag (repeatable; default: every manylinux tag of glibc 2.35, "
+        "manylinux_2_35_x86_64 ... manylinux_2_17_x86_64 and manylinux2014_x86_64)",
+    )
     wheelhouse.add_argument(
         "--skip",
         action="append",
@@ -107,9 +122,25 @@ def _register_kaggle(subparsers) -> None:
     )
     wheelhouse.add_argument("--no-package", action="store_true", help="leave out landmarks itself")
 
-    submit = actions.add_parser("submit", help="submit a file to a competition")
+    submit = actions.add_parser(
+        "submit",
+        help="submit a notebook version (code competitions, e.g. the 2021 ones) or a file",
+        description="The 2021 landmark competitions are code competitions: Kaggle reruns a saved "
+        "notebook version on the hidden test set and scores the file it writes. Submit one with "
+        "--kernel OWNER/SLUG [--version N]; --file uploads a CSV to competitions that take files.",
+    )
     submit.add_argument("--competition", default="landmark-recognition-2021")
-    submit.add_argument("--file", required=True, help="submission file, e.g. submission.csv")
+    what = submit.add_mutually_exclusive_group(required=True)
+    what.add_argument("--kernel", help="notebook to submit, OWNER/SLUG (code competitions)")
+    what.add_argument("--file", help="submission file to upload (file competitions)")
+    submit.add_argument(
+        "--version", type=int, help="with --kernel: notebook version (default latest)"
+    )
+    submit.add_argument(
+        "--output",
+        default="submission.csv",
+        help="with --kernel: the file the notebook writes (default submission.csv)",
+    )
     submit.add_argument("--message", default="landmarks submission")
     parser.set_defaults(handler=_run_kaggle, uses_tensorflow=False)
 
@@ -142,16 +173,27 @@ def _run_kaggle(args) -> int:
             dataset_id = kaggle_client.publish_dataset(args.folder, args.slug, **options)
         print(f"published https://www.kaggle.com/datasets/{dataset_id}")
     elif args.kaggle_action == "wheelhouse":
-        out = kaggle_client.build_wheelhouse(
+        from landmarks.kaggle import wheels
+
+        out = wheels.build_wheelhouse(
             args.out,
             args.requirements,
             python_version=args.python_version,
-            platform=args.platform,
+            platforms=tuple(args.platform or wheels.KAGGLE_PLATFORMS),
             skip=tuple(args.skip),
             include_package=not args.no_package,
         )
         print(f"wheelhouse: {out}")
-    else:
+    elif args.kernel:  # submit a notebook version
+        kaggle_client.submit(
+            args.competition, args.output, args.message, kernel=args.kernel, version=args.version
+        )
+        version = f"version {args.version}" if args.version else "latest version"
+        print(
+            f"submitted notebook {args.kernel} ({version}, output {args.output}) to "
+            f"{args.competition}: Kaggle reruns it on the hidden test set, then scores it"
+        )
+    else:  # submit a file
         kaggle_client.submit(args.competition, args.file, args.message)
         print(f"submitted {args.file} to {args.competition}")
     return 0
@@ -373,6 +415,48 @@ def _run_infer(args) -> int:
 
 
 _REGISTRARS.append(_register_infer)
+
+
+def _register_export(subparsers) -> None:
+    """`export --run DIR --out DIR [--train-embeddings]`: what inference needs, for a dataset."""
+    parser = subparsers.add_parser(
+        "export",
+        help="copy what inference needs from a run folder (model, config, label map, optional "
+        "float16 train embeddings) into a folder to publish; no checkpoints",
+    )
+    parser.add_argument("--run", required=True, help="the run folder (output_dir/run_name)")
+    parser.add_argument("--out", required=True, help="folder to write (absent, empty or an export)")
+    parser.add_argument(
+        "--model",
+        choices=("last", "best"),
+        default="last",
+        help="embed_model.keras (last epoch, default) or best_embed_model.keras (best val GAP)",
+    )
+    parser.add_argument(
+        "--train-embeddings",
+        action="store_true",
+        help="also embed the train records (float16, with the model fingerprint)",
+    )
+    parser.add_argument(
+        "--records", help="records folder with label_map.csv (default: the run config's)"
+    )
+    parser.set_defaults(handler=_run_export)
+
+
+def _run_export(args) -> int:
+    from landmarks.inference.export import export_run
+
+    export_run(
+        args.run,
+        args.out,
+        model=args.model,
+        train_embeddings=args.train_embeddings,
+        records_dir=args.records,
+    )
+    return 0
+
+
+_REGISTRARS.append(_register_export)
 
 
 def _register_evaluate(subparsers) -> None:

@@ -67,6 +67,7 @@ class Config:
     steps_per_epoch: int = 0  # 0 = one pass over the training records
     global_batch_size: int = 0  # examples per step over all replicas; 0 = batch_size x replicas, else must divide by the replica count (and sets the per-replica batch)
     stop_after_epochs: int = 0  # end the run after this many epochs while the schedule spans `epochs` (0 = run all; the 2021 winner's `stop_at`)
+    resume_from: str = ""  # a run folder to continue, e.g. the previous Kaggle session's, attached read-only: copied into run_dir when that holds no checkpoints yet (landmarks.training.resume_from)
     init_from: str = ""  # staged training: run folder (or checkpoint prefix) whose model weights start this run; optimizer and schedule start afresh
     optimizer: str = "adamw"  # "adamw" or "sgd" (momentum 0.9)
     learning_rate: float = 1e-3  # peak learning rate of the head (after warmup)
@@ -85,6 +86,7 @@ class Config:
 
     # --- inference ------------------------------------------------------------------------
     model_path: str = ""  # embed_model.keras; "" = output_dir/run_name/embed_model.keras
+    train_embeddings: str = ""  # exported train embeddings (.npz of `export --train-embeddings`): used instead of embedding the train records when their fingerprint matches the model and image_size/tta settings
     image_source: str = "folder"  # test/index images: "folder" (data_dir/<split>, where Kaggle puts the hidden test set) or "records" (<split>-*.tfrec, checked against the folder)
     knn_backend: str = "auto"  # "auto" (jax on the JAX backend, else tf), "tf", "jax" (chunked matmul + top_k), "numpy", "faiss", "faiss-ivf", "faiss-hnsw"
     knn_k: int = 10  # neighbours for recognition voting

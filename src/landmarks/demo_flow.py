@@ -22,6 +22,8 @@ import shutil
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+import numpy as np
+
 from landmarks.config import Config
 from landmarks.errors import ConfigError
 from landmarks.io_utils import write_text_atomic
@@ -211,13 +213,67 @@ def _recognised(submission: Path, truth: dict[str, int]) -> int:
 
 def _plots(run_dir: Path, out: Path, data_dir: str, log) -> None:
     shutil.copyfile(run_dir / "curves.png", out / "curves.png")
-    retrieval_grid(str(out / "retrieval_submission.csv"), data_dir, str(out / "retrieval_grid.png"))
+    retrieval_grid(
+        str(out / "retrieval_submission.csv"),
+        data_dir,
+        str(out / "retrieval_grid.png"),
+        embeddings_dir=str(run_dir / "embeddings"),
+    )
     log(f"plots: {out / 'curves.png'}, {out / 'retrieval_grid.png'}")
 
 
-def retrieval_grid(submission: str, data_dir: str, out_png: str, *, queries: int = 6) -> None:
-    """The first `queries` scored test queries (by id) of a retrieval submission with their
-    top-5 index images, framed green when the image is relevant (retrieval_solution.csv)."""
+GRID_NEIGHBOURS = 5
+
+
+def choose_grid_queries(
+    ranked: dict[str, list[str]],
+    relevant: dict[str, list[str]],
+    rows: int,
+    top_similarity: dict[str, float] | None = None,
+) -> list[str]:
+    """The queries of the retrieval grid, by this rule:
+
+    the scored queries (in `relevant`, i.e. not Ignored, and in `ranked`) are split into hits
+    (a relevant image among their top 5) and misses; half of the rows, rounded up, are hits and
+    the others misses (the other kind fills in when one runs short). Each group is ordered by
+    the similarity of the query's first neighbour, highest first (by id without similarities),
+    and its queries are taken evenly spaced along that order, from the most confident to the
+    least. Hits come first.
+    """
+    scored = sorted(query for query in relevant if query in ranked)
+    hits = [q for q in scored if set(ranked[q][:GRID_NEIGHBOURS]) & set(relevant[q])]
+    misses = [q for q in scored if q not in set(hits)]
+    if top_similarity is not None:
+        hits.sort(key=lambda q: -top_similarity[q])
+        misses.sort(key=lambda q: -top_similarity[q])
+    want_hits = min(len(hits), max(rows - len(misses), (rows + 1) // 2))
+    want_misses = min(len(misses), rows - want_hits)
+    return _evenly_spaced(hits, want_hits) + _evenly_spaced(misses, want_misses)
+
+
+def _evenly_spaced(items: list[str], count: int) -> list[str]:
+    if count <= 0:
+        return []
+    positions = np.linspace(0, len(items) - 1, count).round().astype(int)
+    return [items[p] for p in positions]
+
+
+def retrieval_grid(
+    submission: str,
+    data_dir: str,
+    out_png: str,
+    *,
+    embeddings_dir: str | None = None,
+    rows: int = 6,
+) -> list[str]:
+    """retrieval_grid.png: representative test queries of a retrieval submission (chosen by
+    `choose_grid_queries`: some hits, some misses) with their top-5 index images, each framed
+    green when relevant (retrieval_solution.csv) and red otherwise, captioned with its rank,
+    its cosine similarity to the query (from embeddings_dir/test.npz and index.npz, when
+    given) and its landmark's name (landmarks.csv when the data folder has it, else the
+    landmark id; index images relevant to no query are distractors). Returns the query ids
+    shown.
+    """
     from landmarks.data.gldv2 import image_path
     from landmarks.metrics import read_recognition_solution, read_retrieval_solution
     from landmarks.plots import plot_retrieval_grid
@@ -225,16 +281,65 @@ def retrieval_grid(submission: str, data_dir: str, out_png: str, *, queries: int
 
     ranked = read_retrieval_submission(submission)
     relevant = read_retrieval_solution(str(Path(data_dir) / "retrieval_solution.csv"))
-    landmarks = read_recognition_solution(str(Path(data_dir) / "recognition_solution.csv"))
-    chosen = sorted(query for query in relevant if query in ranked)[:queries]
-    labels = [landmarks.get(query, ["?"])[0] for query in chosen]
+    query_landmarks = read_recognition_solution(str(Path(data_dir) / "recognition_solution.csv"))
+    names = _landmark_names(Path(data_dir) / "landmarks.csv")
+    similarity = _similarity(embeddings_dir) if embeddings_dir else None
+    top = (
+        {q: similarity(q, ranked[q][0]) for q in relevant if q in ranked and ranked[q]}
+        if similarity
+        else None
+    )
+    chosen = choose_grid_queries(ranked, relevant, rows, top)
+
+    def name(landmark) -> str | int:
+        return names.get(landmark, landmark) if landmark is not None else "distractor"
+
+    index_landmarks = {
+        image: query_landmarks[q][0]
+        for q, images in relevant.items()
+        if query_landmarks.get(q)
+        for image in images
+    }
+    shown = {q: ranked[q][:GRID_NEIGHBOURS] for q in chosen}
     plot_retrieval_grid(
-        [image_path(data_dir, "test", query) for query in chosen],
-        [[image_path(data_dir, "index", image) for image in ranked[q][:5]] for q in chosen],
+        [image_path(data_dir, "test", q) for q in chosen],
+        [[image_path(data_dir, "index", image) for image in shown[q]] for q in chosen],
         out_png,
-        query_labels=labels,
-        neighbour_labels=[
-            [label if image in relevant[q] else "other" for image in ranked[q][:5]]
-            for q, label in zip(chosen, labels, strict=True)
-        ],
+        query_labels=[name(query_landmarks[q][0]) for q in chosen],
+        neighbour_labels=[[name(index_landmarks.get(i)) for i in shown[q]] for q in chosen],
+        similarities=[[similarity(q, i) for i in shown[q]] for q in chosen] if similarity else None,
+        titles=[_grid_title(ranked[q], relevant[q]) for q in chosen],
+        heading=f"{len(chosen)} test queries and their top {GRID_NEIGHBOURS} index images "
+        "(green: relevant); hits and misses, each spread from the most to the least confident",
+    )
+    return chosen
+
+
+def _grid_title(ranking: list[str], relevant: list[str]) -> str:
+    first = next((r for r, image in enumerate(ranking, 1) if image in set(relevant)), None)
+    if first is not None and first <= GRID_NEIGHBOURS:
+        return f"query: hit, first relevant #{first}"
+    return "query: miss" + (f", first relevant #{first}" if first else ", none in top 100")
+
+
+def _landmark_names(path: Path) -> dict[int, str]:
+    """landmark_id -> name from landmarks.csv ({} when the file is absent)."""
+    if not path.is_file():
+        return {}
+    import pandas as pd
+
+    table = pd.read_csv(path, usecols=["landmark_id", "name"])
+    return dict(zip(table["landmark_id"].astype(int), table["name"].astype(str), strict=True))
+
+
+def _similarity(embeddings_dir: str):
+    """(test id, index id) -> cosine similarity, from the saved test and index embeddings."""
+    from landmarks.inference.embedding import load_embeddings
+
+    test = load_embeddings(str(Path(embeddings_dir) / "test.npz"))
+    index = load_embeddings(str(Path(embeddings_dir) / "index.npz"))
+    test_rows = {image: row for row, image in enumerate(test.ids)}
+    index_rows = {image: row for row, image in enumerate(index.ids)}
+    return lambda query, image: float(
+        test.vectors[test_rows[query]] @ index.vectors[index_rows[image]]
     )

@@ -1,4 +1,5 @@
-"""Small file helpers that work on local paths and gs:// alike (through tf.io.gfile when needed).
+"""Small file helpers that work on local paths and gs:// alike (through tf.io.gfile when needed),
+and a zip extraction that keeps members inside their folder.
 
 Writes go to a temporary name beside the target and are renamed when complete, so a killed
 process never leaves a half-written file under the final name.
@@ -7,7 +8,10 @@ process never leaves a half-written file under the final name.
 from __future__ import annotations
 
 import os
+import shutil
 import uuid
+import zipfile
+from pathlib import Path
 
 
 def _is_remote(path: str) -> bool:
@@ -129,3 +133,28 @@ def _folder_problem(path: str) -> str | None:
     except OSError as error:
         return f"cannot write there ({error.strerror})"
     return None
+
+
+def extract_zip(archive: Path, out_dir: Path) -> None:
+    """Extract `archive` into `out_dir`, refusing members that would land outside it."""
+    from landmarks.errors import DataError
+
+    root = out_dir.resolve()
+    try:
+        with zipfile.ZipFile(archive) as handle:
+            for member in handle.infolist():
+                target = (root / member.filename).resolve()
+                if target != root and root not in target.parents:
+                    raise DataError(
+                        f"{archive}: member {member.filename!r} points outside {out_dir}"
+                    )
+                if member.is_dir():
+                    target.mkdir(parents=True, exist_ok=True)
+                    continue
+                target.parent.mkdir(parents=True, exist_ok=True)
+                partial = target.with_name(target.name + ".partial")
+                with handle.open(member) as source, open(partial, "wb") as sink:
+                    shutil.copyfileobj(source, sink, 1 << 20)
+                os.replace(partial, target)
+    except zipfile.BadZipFile as error:
+        raise DataError(f"{archive}: not a valid zip archive ({error})") from error

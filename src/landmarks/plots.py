@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import textwrap
 from collections.abc import Sequence
 
 import numpy as np
@@ -66,22 +67,33 @@ def plot_history(history_csv: str, out_png: str) -> None:
 
 
 def plot_retrieval_grid(
+    query_images: Sequence, neighbour_images: Sequence[Sequence], out_png: str, **options
+) -> None:
+    """`retrieval_grid_figure(query_images, neighbour_images, **options)` saved to `out_png`."""
+    _save(retrieval_grid_figure(query_images, neighbour_images, **options), out_png)
+
+
+def retrieval_grid_figure(
     query_images: Sequence,
     neighbour_images: Sequence[Sequence],
-    out_png: str,
     *,
     query_labels: Sequence | None = None,
     neighbour_labels: Sequence[Sequence] | None = None,
     similarities=None,
     max_neighbours: int = 5,
     titles: Sequence[str] | None = None,
-) -> None:
-    """One row per query: the query image, then its top neighbours left to right.
+    heading: str | None = None,
+):
+    """A matplotlib Figure with one row per query: the query image, then its top neighbours
+    left to right.
 
     query_images: [Q] images (uint8/float arrays [H, W, 3] in [0, 255], or image file paths);
-    neighbour_images: [Q][k] the same; query_labels [Q] / neighbour_labels [Q][k]: landmark ids
-    shown under each image; when both are given a neighbour is framed green when its label
-    equals the query's (correct) and red otherwise (wrong). similarities [Q][k]: shown too.
+    neighbour_images: [Q][k] the same; query_labels [Q] / neighbour_labels [Q][k]: the landmark
+    of each image (a name, or an integer id shown as "landmark <id>"), written under it; when
+    both are given a neighbour is framed green when its label equals the query's (correct) and
+    red otherwise (wrong). similarities [Q][k]: written beside each neighbour's rank. titles
+    [Q]: the first caption line of each query (default "query"). heading: a line above all. Captions are wrapped to the
+    image width (at most CAPTION_LINES lines) and the layout leaves room for them.
     """
     if len(query_images) == 0:
         raise DataError("retrieval grid: no queries")
@@ -92,14 +104,20 @@ def plot_retrieval_grid(
     columns = 1 + min(max_neighbours, max(len(row) for row in neighbour_images))
     plt = _pyplot()
     figure, axes = plt.subplots(
-        len(query_images), columns, figsize=(2.2 * columns, 2.4 * len(query_images)), squeeze=False
+        len(query_images),
+        columns,
+        figsize=(2.3 * columns, 2.9 * len(query_images)),
+        squeeze=False,
+        layout="constrained",
     )
+    if heading:
+        figure.suptitle(heading, fontsize=10)
     for row, query in enumerate(query_images):
         query_label = None if query_labels is None else query_labels[row]
-        title = titles[row] if titles is not None else "query"
+        caption = titles[row] if titles is not None else "query"
         if query_label is not None:
-            title += f"\nlandmark {query_label}"
-        _show(axes[row, 0], query, title, "black")
+            caption += "\n" + _label_text(query_label)
+        _show(axes[row, 0], query, caption, "black")
         for column in range(1, columns):
             axis = axes[row, column]
             if column - 1 >= len(neighbour_images[row]):
@@ -108,21 +126,31 @@ def plot_retrieval_grid(
             label = None if neighbour_labels is None else neighbour_labels[row][column - 1]
             caption = f"#{column}"
             if similarities is not None:
-                caption += f"  {float(similarities[row][column - 1]):.3f}"
+                caption += f"  cos {float(similarities[row][column - 1]):.3f}"
             colour = "grey"
             if label is not None:
-                caption += f"\nlandmark {label}"
                 if query_label is not None:
                     correct = label == query_label
                     colour = CORRECT_COLOUR if correct else WRONG_COLOUR
                     caption += "  ✓" if correct else "  ✗"
+                caption += "\n" + _label_text(label)
             _show(axis, neighbour_images[row][column - 1], caption, colour)
-    _save(figure, out_png)
+    return figure
+
+
+CAPTION_WIDTH = 24  # characters per caption line (fits the 2.3-inch column at 8 pt)
+CAPTION_LINES = 2  # label lines under an image; longer names end in "…"
+
+
+def _label_text(label) -> str:
+    text = f"landmark {label}" if isinstance(label, (int, np.integer)) else str(label)
+    lines = textwrap.wrap(text, CAPTION_WIDTH, max_lines=CAPTION_LINES, placeholder=" …")
+    return "\n".join(lines)
 
 
 def _show(axis, image, caption: str, colour: str) -> None:
     axis.imshow(_load_image(image))
-    axis.set_title(caption, fontsize=8, color=colour if colour != "grey" else "black")
+    axis.set_xlabel(caption, fontsize=8, color=colour if colour != "grey" else "black")
     axis.set_xticks([])
     axis.set_yticks([])
     for spine in axis.spines.values():

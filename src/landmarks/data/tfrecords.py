@@ -1,6 +1,7 @@
 """Sharded, parallel, resumable TFRecord builder, its manifest, and the record parser.
 
     prepare(data_dir, split, out_dir, ...)    a GLDv2-layout folder -> records
+    prepare_splits(data_dir, splits, out_dir, ...)   several splits of it into one folder
     prepare_csv(csv, out_dir, image_column=..., label_column=...)    any CSV of images -> records
     write_records(table, out_dir, ...)        any table of (id, path, landmark_id) -> records
 
@@ -95,6 +96,34 @@ def prepare(
         jpeg_quality=jpeg_quality,
         progress=progress,
     )
+
+
+def prepare_splits(
+    data_dir: str,
+    splits,
+    out_dir: str,
+    *,
+    holdout: float = 0.0,
+    min_images: int = 1,
+    log=print,
+    **options,
+) -> dict[str, dict]:
+    """`prepare` of each of `splits` (e.g. ["train", "test"]) in order into one folder, the
+    summary of each logged; `holdout` and `min_images` apply to "train" only. `options` are
+    those of `write_records`. Returns {split: manifest}."""
+    manifests = {}
+    for split in splits:
+        labelled = split == "train"
+        manifests[split] = prepare(
+            data_dir,
+            split,
+            out_dir,
+            holdout=holdout if labelled else 0.0,
+            min_images=min_images if labelled else 1,
+            **options,
+        )
+        log(summary(manifests[split], out_dir))
+    return manifests
 
 
 def prepare_csv(

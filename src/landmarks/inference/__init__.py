@@ -3,6 +3,8 @@
 Modules, one job each:
   embedding     Embeddings, embed (flip / multi-scale TTA), save/load .npz
   sources       where each split's images come from (folder, records), and their identity
+  fingerprint   what made a set of embeddings (model file hash + embedding settings), and
+                reuse of attached (exported) train embeddings
   cache         embeddings reused from disk while their model, TTA and images are unchanged
   ensemble      ensemble members, their cached embeddings, concatenated or averaged
   descriptors   Descriptors: one or more members' vectors, exact weighted-similarity search
@@ -16,6 +18,7 @@ Modules, one job each:
   bridged       the 2021 retrieval 5th place's bridged query -> landmark -> index distances
   predict       the recognition and retrieval recipes
   run           run_inference, the `infer` command (wiring only)
+  export        export_run, the `export` command: model, config, label map, train embeddings
 
 Importing this package needs numpy only; TensorFlow and Keras are imported when used.
 """

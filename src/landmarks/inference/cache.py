@@ -3,9 +3,11 @@
 `infer` writes each split's embeddings to <folder>/<split>.npz (save_embeddings) and, beside it,
 <folder>/<split>.json: the fingerprint, a JSON object of everything the vectors depend on:
 
-    model        sha256 of the embedding model file's bytes (a copied or re-downloaded model
-                 still matches, a retrained one does not)
-    image_size, tta_flip, tta_scales, embed_dtype
+    model_sha256 sha256 of the embedding model file's bytes (a copied or re-downloaded model
+    image_size,  still matches, a retrained one does not) and the settings that change the
+    tta_flip,    vectors: landmarks.inference.fingerprint, the fingerprint an export's train
+    tta_scales   embeddings carry
+    embed_dtype  the stored dtype
     images       the identity of the image set (landmarks.inference.sources.SplitImages)
 
 A later run reuses the .npz when its fingerprint is equal, so adding an ensemble member embeds
@@ -17,35 +19,19 @@ fingerprint and the next run embeds again.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 
 from landmarks.errors import DataError
 from landmarks.inference.embedding import Embeddings, load_embeddings, save_embeddings
-
-READ_BYTES = 1 << 24  # model file read in 16 MiB blocks for its digest
-
-
-def model_digest(path: str) -> str:
-    """sha256 hex digest of a (local or gs://) file's bytes."""
-    import tensorflow as tf
-
-    digest = hashlib.sha256()
-    with tf.io.gfile.GFile(path, "rb") as handle:
-        while block := handle.read(READ_BYTES):
-            digest.update(block)
-    return digest.hexdigest()
+from landmarks.inference.fingerprint import embedding_fingerprint
 
 
 def fingerprint(model_sha256: str, config, images_identity: str) -> dict:
     """The fingerprint of embeddings made by the model with the config's image size, TTA and
     saved dtype, of the image set `images_identity`."""
     return {
-        "model": model_sha256,
-        "image_size": int(config.image_size),
-        "tta_flip": bool(config.tta_flip),
-        "tta_scales": [float(scale) for scale in config.tta_scales],
+        **embedding_fingerprint(model_sha256, config),
         "embed_dtype": str(config.embed_dtype),
         "images": images_identity,
     }

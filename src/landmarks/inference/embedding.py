@@ -145,8 +145,16 @@ def _known_labels(labels: np.ndarray) -> np.ndarray | None:
     return None if labels is None or (labels < 0).all() else labels
 
 
-def save_embeddings(path: str, embeddings: Embeddings, *, dtype: str = "float32") -> None:
-    """Write ids, vectors (float32 or float16) and labels to an .npz file, atomically."""
+def save_embeddings(
+    path: str, embeddings: Embeddings, *, dtype: str = "float32", fingerprint: dict | None = None
+) -> None:
+    """Write ids, vectors (float32 or float16) and labels to an .npz file, atomically.
+
+    fingerprint: what made the vectors (landmarks.inference.fingerprint), stored beside them as
+    a JSON string under the key "fingerprint".
+    """
+    import json
+
     from landmarks.io_utils import write_bytes_atomic
 
     if dtype not in ("float32", "float16"):
@@ -155,6 +163,8 @@ def save_embeddings(path: str, embeddings: Embeddings, *, dtype: str = "float32"
     arrays = {"ids": embeddings.ids, "vectors": embeddings.vectors.astype(dtype)}
     if embeddings.labels is not None:
         arrays["labels"] = embeddings.labels
+    if fingerprint is not None:
+        arrays["fingerprint"] = np.asarray(json.dumps(fingerprint, sort_keys=True))
     np.savez(buffer, **arrays)
     write_bytes_atomic(path, buffer.getvalue())
 

@@ -44,6 +44,11 @@ from landmarks.errors import ConfigError, DataError
 from landmarks.inference import cache
 from landmarks.inference.descriptors import Descriptors
 from landmarks.inference.embedding import Embeddings, embed
+from landmarks.inference.fingerprint import (
+    attached_train_embeddings,
+    embedding_fingerprint,
+    file_sha256,
+)
 from landmarks.inference.sources import check_embedded_ids, non_landmark_images, split_images
 
 ENSEMBLE_MODES = ("concat", "average")
@@ -212,6 +217,7 @@ class EnsembleEmbeddings:
 
     config: object
     log: object = print
+    cache_folder: str = ""  # where each member's embeddings are cached; "": run_dir/embeddings
     members: list[EnsembleMember] = field(init=False)
     _splits: dict = field(init=False, default_factory=dict)
     _models: dict = field(init=False, default_factory=dict)
@@ -219,10 +225,15 @@ class EnsembleEmbeddings:
 
     def __post_init__(self):
         self.members = ensemble_members(self.config)
+        if self.config.train_embeddings and self.config.ensemble:
+            raise ConfigError(
+                "train_embeddings holds one exported model's train embeddings; an ensemble's "
+                "members cache theirs under run_dir/embeddings/<member>: unset one of the two"
+            )
 
     @property
     def cache_dir(self) -> str:
-        return os.path.join(self.config.run_dir, "embeddings")
+        return self.cache_folder or os.path.join(self.config.run_dir, "embeddings")
 
     def split(self, name: str) -> EmbeddedSplit | None:
         if name not in self._splits:
@@ -235,7 +246,7 @@ class EnsembleEmbeddings:
         dtype = np.float16 if self.config.embed_dtype == "float16" else np.float32
         first, parts = None, []
         for member in self.members:
-            embedded = self._member_split(member, split)
+            embedded = self.member_split(member, split)
             if embedded is None:
                 return None
             if first is None:
@@ -254,9 +265,19 @@ class EnsembleEmbeddings:
             descriptors = Descriptors(parts, weights)
         return EmbeddedSplit(first.ids, first.labels, descriptors, first.unreadable)
 
-    def _member_split(self, member: EnsembleMember, split: str) -> Embeddings | None:
+    def member_split(self, member: EnsembleMember, split: str) -> Embeddings | None:
+        """`split` embedded by one member: config.train_embeddings (train, when its fingerprint
+        matches), else the cache when its fingerprint matches, else embedded now and cached."""
         config = member.config(self.config)
         tag = f"[{member.name}] " if member.name else ""
+        if split == "train" and config.train_embeddings:
+            attached = attached_train_embeddings(
+                config.train_embeddings,
+                embedding_fingerprint(self._digest(member), config),
+                log=self.log,
+            )
+            if attached is not None:
+                return attached
         if split == NON_LANDMARK:
             images = non_landmark_images(config, log=self.log)
             if images is None:
@@ -303,7 +324,7 @@ class EnsembleEmbeddings:
     def _digest(self, member: EnsembleMember) -> str:
         if member.model_path not in self._digests:
             _check_model_exists(member.model_path)
-            self._digests[member.model_path] = cache.model_digest(member.model_path)
+            self._digests[member.model_path] = file_sha256(member.model_path)
         return self._digests[member.model_path]
 
     def _model(self, member: EnsembleMember):

@@ -1,5 +1,5 @@
 """Kaggle from Python and the command line: download competition data, publish a folder as a
-Kaggle dataset (create, or a new version), build an offline wheelhouse, submit a file.
+Kaggle dataset (create, or a new version), submit (the wheels are landmarks.kaggle.wheels).
 
 Every Kaggle call runs the official `kaggle` command-line tool as a child process started with an
 argument list (never a shell string). The `kaggle` Python package is not imported here at all:
@@ -20,22 +20,18 @@ import re
 import shutil
 import subprocess
 import sys
-import zipfile
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from landmarks.errors import ConfigError, DataError, LandmarksError
-from landmarks.io_utils import write_text_atomic
+from landmarks.io_utils import extract_zip, write_text_atomic
 
 LOG = logging.getLogger(__name__)
 
 DEFAULT_COMPETITIONS = ("landmark-recognition-2021", "landmark-retrieval-2021")
 DEFAULT_LICENSE = "CC0-1.0"
 METADATA_FILE = "dataset-metadata.json"
-# Kaggle's notebook image (2025-2026): CPython 3.11 on a glibc 2.35 x86_64 Linux.
-KAGGLE_PYTHON_VERSION = "3.11"
-KAGGLE_PLATFORM = "manylinux_2_28_x86_64"  # pip also accepts every older manylinux tag
 
 _SLUG = re.compile(r"^[a-z0-9](?:[a-z0-9-]{4,48})[a-z0-9]$")  # Kaggle: 6-50 chars
 _NO_CREDENTIALS = (
@@ -172,9 +168,9 @@ def kaggle_command() -> list[str]:
 
 
 def pip_command() -> list[str]:
-    """The `pip` executable on PATH, else `python -m pip` of this interpreter."""
-    found = shutil.which("pip")
-    return [found] if found else [sys.executable, "-m", "pip"]
+    """`python -m pip` of this interpreter: wheels are built, downloaded and installed by the
+    pip of the environment (kernel) that runs landmarks, never by another `pip` on PATH."""
+    return [sys.executable, "-m", "pip"]
 
 
 def run_kaggle(
@@ -219,29 +215,6 @@ def download_competition(
             extract_zip(path, out)
             path.unlink()
     return out
-
-
-def extract_zip(archive: Path, out_dir: Path) -> None:
-    """Extract `archive` into `out_dir`, refusing members that would land outside it."""
-    root = out_dir.resolve()
-    try:
-        with zipfile.ZipFile(archive) as handle:
-            for member in handle.infolist():
-                target = (root / member.filename).resolve()
-                if target != root and root not in target.parents:
-                    raise DataError(
-                        f"{archive}: member {member.filename!r} points outside {out_dir}"
-                    )
-                if member.is_dir():
-                    target.mkdir(parents=True, exist_ok=True)
-                    continue
-                target.parent.mkdir(parents=True, exist_ok=True)
-                partial = target.with_name(target.name + ".partial")
-                with handle.open(member) as source, open(partial, "wb") as sink:
-                    shutil.copyfileobj(source, sink, 1 << 20)
-                os.replace(partial, target)
-    except zipfile.BadZipFile as error:
-        raise DataError(f"{archive}: not a valid zip archive ({error})") from error
 
 
 # --- datasets --------------------------------------------------------------------------------
@@ -321,119 +294,65 @@ def publish_dataset(
     return dataset_id
 
 
-# --- the package and its dependencies, offline ---------------------------------------------
-
-
-def project_root() -> Path:
-    """The source tree of `landmarks` (holding pyproject.toml), for building its wheel."""
-    root = Path(__file__).resolve().parents[3]
-    if not (root / "pyproject.toml").is_file():
-        raise ConfigError(
-            f"no pyproject.toml in {root}: build the wheel from a checkout of the landmarks sources"
-        )
-    return root
-
-
-def build_package_wheel(out_dir: str, project: str | None = None) -> Path:
-    """Build the landmarks wheel (no dependencies) into `out_dir`; returns the wheel's path."""
-    source = Path(project) if project else project_root()
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    before = set(out.glob("landmarks-*.whl"))
-    run_tool(
-        [*pip_command(), "wheel", "--no-deps", "--wheel-dir", str(out), str(source)],
-        what="pip wheel landmarks",
-    )
-    wheels = sorted(out.glob("landmarks-*.whl"), key=lambda p: p.stat().st_mtime)
-    if not wheels:
-        raise LandmarksError(f"pip wheel wrote no landmarks-*.whl into {out}")
-    new = [w for w in wheels if w not in before]
-    return (new or wheels)[-1]
+# --- the package, offline --------------------------------------------------------------------
 
 
 def publish_package(slug: str, staging: str = "output/kaggle/package", **options) -> str:
     """Build the landmarks wheel alone into `staging` (older landmarks wheels there are removed)
     and publish that folder as the dataset `slug`; `options` as for `publish_dataset`."""
+    from landmarks.kaggle.wheels import build_package_wheel
+
     for old in Path(staging).glob("landmarks-*.whl"):
         old.unlink()
     print(f"built {build_package_wheel(staging)}")
     return publish_dataset(staging, slug, **options)
 
 
-def build_wheelhouse(
-    out_dir: str,
-    requirements: str = "requirements.txt",
-    *,
-    python_version: str = KAGGLE_PYTHON_VERSION,
-    platform: str = KAGGLE_PLATFORM,
-    skip: tuple[str, ...] = (),
-    include_package: bool = True,
-) -> Path:
-    """Download binary wheels of `requirements` for Kaggle's Python into `out_dir`, plus the
-    landmarks wheel, for notebooks that run with the internet off:
-    `pip install --no-index --find-links <dataset> landmarks ...`.
-
-    `skip` names projects left out (e.g. tensorflow, which Kaggle's image already has). The
-    requirements actually used are written to `out_dir`/requirements.txt.
-    """
-    req = Path(requirements)
-    if not req.is_file():
-        raise DataError(f"{requirements}: requirements file not found")
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    skipped = {_project_name(name) for name in skip}
-    kept = [
-        line
-        for line in req.read_text(encoding="utf-8").splitlines()
-        if line.strip() and not line.lstrip().startswith("#") and _project_name(line) not in skipped
-    ]
-    unknown = skipped - {
-        _project_name(line) for line in req.read_text(encoding="utf-8").splitlines()
-    }
-    if unknown:
-        raise ConfigError(f"--skip {', '.join(sorted(unknown))}: not in {requirements}")
-    write_text_atomic(str(out / "requirements.txt"), "\n".join(kept) + "\n")
-    if kept:
-        run_tool(
-            [
-                *pip_command(),
-                "download",
-                "--requirement",
-                str(out / "requirements.txt"),
-                "--dest",
-                str(out),
-                "--only-binary=:all:",
-                "--implementation",
-                "cp",
-                "--python-version",
-                python_version,
-                "--platform",
-                platform,
-            ],
-            what="pip download",
-        )
-    if include_package:
-        build_package_wheel(str(out))
-    return out
-
-
-def _project_name(requirement: str) -> str:
-    """Normalised project name of a requirement line ("Foo_bar[x]==1" -> "foo-bar")."""
-    name = re.split(r"[\s<>=!~;\[@]", requirement.strip(), maxsplit=1)[0]
-    return re.sub(r"[-_.]+", "-", name).lower()
-
-
 # --- submissions -----------------------------------------------------------------------------
 
 
-def submit(competition: str, file: str, message: str = "landmarks submission") -> None:
-    """Submit `file` (e.g. submission.csv) to `competition`."""
-    if not os.path.isfile(file):
-        raise DataError(f"{file}: submission file not found")
-    credentials = require_credentials()
-    run_kaggle(
-        ["competitions", "submit", competition, "-f", file, "-m", message], credentials=credentials
-    )
+# The 2021 landmark competitions are code competitions: Kaggle takes a version of a notebook,
+# reruns it with the hidden test set in the competition's test/ folder and scores the file it
+# writes; an uploaded CSV is refused.
+CODE_COMPETITIONS = frozenset({"landmark-recognition-2021", "landmark-retrieval-2021"})
+NOTEBOOK_OUTPUT = "submission.csv"
+_KERNEL = re.compile(r"^[A-Za-z0-9_-]+/[a-z0-9-]+$")
+
+
+def submit(
+    competition: str,
+    file: str | None = None,
+    message: str = "landmarks submission",
+    *,
+    kernel: str | None = None,
+    version: int | None = None,
+) -> None:
+    """Submit to `competition`: a notebook version, or a file.
+
+    Notebook (`kernel` "owner/slug", `version` N, default the latest): `file` is then the name
+    of the file the notebook writes (default submission.csv); what code competitions take.
+    File (`kernel` None): `file` is uploaded; refused at once for CODE_COMPETITIONS, naming the
+    notebook route.
+    """
+    if kernel is None:
+        if competition in CODE_COMPETITIONS:
+            raise ConfigError(
+                f"{competition} is a code competition: Kaggle scores a notebook version (it "
+                "reruns it on the hidden test set), not an uploaded file; save a version of "
+                "notebook 03 and submit it with --kernel OWNER/SLUG --version N"
+            )
+        if not file or not os.path.isfile(file):
+            raise DataError(f"{file}: submission file not found")
+        args = ["competitions", "submit", competition, "-f", file, "-m", message]
+    else:
+        if not _KERNEL.match(kernel):
+            raise ConfigError(f"--kernel {kernel!r}: expected OWNER/NOTEBOOK-SLUG")
+        if version is not None and version < 1:
+            raise ConfigError(f"--version {version}: notebook versions start at 1")
+        args = ["competitions", "submit", competition, "-k", kernel]
+        args += ["-f", file or NOTEBOOK_OUTPUT, "-m", message]
+        args += [] if version is None else ["-v", str(version)]
+    run_kaggle(args, credentials=require_credentials())
 
 
 # --- helpers ---------------------------------------------------------------------------------

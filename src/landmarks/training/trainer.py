@@ -9,8 +9,8 @@
    counts, compile with the warmup-cosine schedule, the backbone learning-rate multiplier,
    global-norm clipping and float32 cross-entropy (landmarks.training.optimization);
 4. resume from the latest checkpoint of the run folder when there is one (weights, optimizer
-   slots and iterations, so the schedule goes on where it stopped) or, for a new staged run,
-   load the weights of `init_from`;
+   slots and iterations, so the schedule goes on where it stopped; `resume_from` first copies
+   an earlier session's run folder in) or, for a new staged run, load the weights of `init_from`;
 5. fit with a checkpoint per epoch, history.csv, NaN stop and a validation GAP every
    `validate_every` epochs (landmarks.training.callbacks);
 6. write embed_model.keras (the last epoch), config.yaml, curves.png in the run folder.
@@ -80,7 +80,8 @@ def train(config: Config, *, verbose: int = 2) -> str:
 
     The process that writes the run folder holds its lock (landmarks.training.run_lock) from
     before config.yaml is written until the last file is: a second run into the same folder
-    stops at once with an error naming the holder.
+    stops at once with an error naming the holder. With `resume_from`, the folder of an earlier
+    session is first copied in (landmarks.training.resume_from).
     """
     import contextlib
 
@@ -91,6 +92,10 @@ def train(config: Config, *, verbose: int = 2) -> str:
     plan = check_config(config, replicas=setup.replicas)
     lock = run_folder_lock(config.run_dir) if setup.is_chief else contextlib.nullcontext()
     with lock:
+        if config.resume_from and setup.is_chief:
+            from landmarks.training.resume_from import continue_from
+
+            continue_from(config.resume_from, config.run_dir)
         return _train(config, setup, plan, verbose)
 
 

@@ -1,0 +1,64 @@
+"""The smallest real training config, and a training run killed after its first epoch, as a
+session limit or a crash leaves it."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from landmarks.config import Config
+
+STEPS = 4  # optimizer steps per epoch in the training runs of the tests
+
+
+def tiny(records: Path, out: Path, **changes) -> Config:
+    """The smallest real model: EfficientNetB0 (weights None) + GeM head, 64 px, batch 8."""
+    values = {
+        "records_dir": str(records),
+        "output_dir": str(out),
+        "run_name": "run",
+        "image_size": 64,
+        "batch_size": 8,
+        "head": "gem",
+        "embedding_dim": 64,
+        "augment": "none",
+        "steps_per_epoch": STEPS,
+        "epochs": 3,
+        "learning_rate": 3e-3,
+        "min_learning_rate": 1e-5,
+        "warmup_epochs": 0.5,
+        "validate_every": 0,
+        "validation_queries": 16,
+        "validation_index": 48,
+    }
+    values.update(changes)
+    return Config.from_dict(values)
+
+
+def checkpoint_numbers(run_dir: Path) -> list[int]:
+    """The finished epochs that run_dir/checkpoints holds a checkpoint of."""
+    folder = run_dir / "checkpoints"
+    if not (folder / "checkpoint").exists():
+        return []
+    return sorted(int(p.name.split("-")[1].split(".")[0]) for p in folder.glob("ckpt-*.index"))
+
+
+def train_until_first_checkpoint_then_kill(config_path: Path, run_dir: Path) -> int:
+    """Start `python -m landmarks train --config config_path`, SIGKILL it as soon as run_dir
+    has a checkpoint; returns the last finished epoch that was checkpointed."""
+    command = [sys.executable, "-m", "landmarks", "train", "--config", str(config_path)]
+    env = dict(os.environ, CUDA_VISIBLE_DEVICES="")
+    run = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 300
+    while not checkpoint_numbers(run_dir):
+        assert run.poll() is None, run.stderr.read().decode()[-3000:]
+        assert time.monotonic() < deadline, "no checkpoint within 300 s"
+        time.sleep(0.05)
+    run.send_signal(signal.SIGKILL)
+    run.wait()
+    assert run.returncode == -signal.SIGKILL
+    return max(checkpoint_numbers(run_dir))
