@@ -54,6 +54,27 @@ def test_checkpoint_restores_weights_optimizer_state_and_epoch(tmp_path):
         np.testing.assert_array_equal(np.asarray(a.numpy()), np.asarray(b.numpy()))
 
 
+def test_leftovers_of_a_killed_save_are_removed_and_the_latest_still_restores(tmp_path):
+    """A kill during a save leaves a temporary file (killed while writing) or a complete file
+    the index does not name yet (killed before the index was rewritten)."""
+    model, optimizer, _ = _model(0)
+    x, y = _data()
+    folder = tmp_path / "ckpt"
+    checkpoint = RunCheckpoint(str(folder), model, optimizer)
+    model.fit(x, y, batch_size=8, epochs=2, verbose=0, callbacks=[checkpoint])
+    (folder / "ckpt-3.h5.tmp-0a1b2c3d").write_bytes(b"half an HDF5 file")
+    (folder / "ckpt-3.h5").write_bytes((folder / "ckpt-2.h5").read_bytes())
+    keep = sorted(p.name for p in folder.iterdir() if p.name in ("ckpt-1.h5", "ckpt-2.h5"))
+    fresh, fresh_optimizer, _ = _model(1)
+    restored = RunCheckpoint(str(folder), fresh, fresh_optimizer)
+    assert restored.remove_leftovers() == ["ckpt-3.h5", "ckpt-3.h5.tmp-0a1b2c3d"]
+    assert sorted(p.name for p in folder.iterdir()) == sorted([*keep, "checkpoint.json"])
+    assert restored.restore_latest() == 2
+    off_chief = RunCheckpoint(str(folder), fresh, fresh_optimizer, is_chief=False)
+    (folder / "ckpt-9.h5.tmp-ffffffff").write_bytes(b"x")
+    assert off_chief.remove_leftovers() == [] and (folder / "ckpt-9.h5.tmp-ffffffff").exists()
+
+
 def test_no_checkpoint_means_epoch_zero(tmp_path):
     model, optimizer, _ = _model(0)
     assert RunCheckpoint(str(tmp_path / "none"), model, optimizer).restore_latest() == 0

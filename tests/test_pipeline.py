@@ -128,6 +128,8 @@ def test_pipeline_argument_errors(train_files):
         pipeline.make_train_dataset(train_files, SIZE, 4, augment="mixup")
     with pytest.raises(ConfigError, match="global_batch_size"):
         pipeline.make_train_dataset(train_files, SIZE, 0)
+    with pytest.raises(ConfigError, match="crop_area_min must be in"):
+        pipeline.make_train_dataset(train_files, SIZE, 4, crop_area_min=0)
     with pytest.raises(DataError, match="2 paths but 1 ids"):
         pipeline.make_embed_dataset_from_files(["a", "b"], ["a"], SIZE, 2)
 
@@ -221,6 +223,29 @@ def test_random_crop_is_static_seeded_and_sometimes_flipped():
     mixed = [c for c in crops if abs(c[:, :4].mean() - c[:, -4:].mean()) > 100]
     right = [c for c in mixed if c[:, -4:].mean() > c[:, :4].mean()]
     assert len(mixed) >= 6 and 0 < len(right) < len(mixed)
+
+
+def _crop_area_fractions(area_min: float, seeds: int = 120) -> np.ndarray:
+    """Area fraction of each random crop of a 128 x 128 picture whose red channel is 2 x column
+    and green 2 x row, measured from the range of those values in the resized crop."""
+    rows, columns = np.mgrid[0:128, 0:128]
+    pixels = np.stack([2 * columns, 2 * rows, np.zeros_like(rows)], axis=-1).astype(np.uint8)
+    encoded = tf.constant(jpeg_bytes(pixels, quality=100))
+    fractions = []
+    for seed in range(seeds):
+        crop = augment.decode_random_crop(encoded, 32, tf.constant([seed, 1], tf.int64), area_min)
+        crop = crop.numpy()
+        width = (np.percentile(crop[..., 0], 99) - np.percentile(crop[..., 0], 1)) / 2 + 1
+        height = (np.percentile(crop[..., 1], 99) - np.percentile(crop[..., 1], 1)) / 2 + 1
+        fractions.append(width * height / 128**2)
+    return np.asarray(fractions)
+
+
+def test_random_crop_keeps_at_least_crop_area_min_of_the_image():
+    default = _crop_area_fractions(augment.AREA_MIN)
+    close_ups = _crop_area_fractions(0.05)
+    assert default.min() > 0.2  # 0.25 of the area, less the percentile trim
+    assert close_ups.min() < 0.15 and np.median(close_ups) < np.median(default)
 
 
 def test_mini_records_fixture_matches_its_label_map(mini_records):

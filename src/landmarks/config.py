@@ -34,6 +34,7 @@ class Config:
     image_size: int = 256  # square training/embedding input, a multiple of 32
     batch_size: int = 32  # PER REPLICA; global batch = batch_size * replicas
     augment: str = "tf"  # "tf" (in-graph, TPU-safe), "albumentations" (CPU/GPU only) or "none"
+    crop_area_min: float = 0.25  # smallest fraction of the image area the random crop keeps (up to 1); small values teach close-up views of a landmark
     shuffle_buffer: int = 2048  # examples
 
     # --- model ----------------------------------------------------------------------------

@@ -21,7 +21,7 @@ import tensorflow as tf
 
 from landmarks.errors import ConfigError
 
-AREA_RANGE = (0.25, 1.0)  # fraction of the image area kept by the random crop
+AREA_MIN = 0.25  # default smallest fraction of the image area kept by the random crop (to 1)
 ASPECT_RANGE = (3 / 4, 4 / 3)  # width / height of the random crop
 BRIGHTNESS = 0.2  # max change, as a fraction of the full range
 CONTRAST = (0.8, 1.2)  # factor range
@@ -30,8 +30,11 @@ CUTOUT_FRACTION = 0.25  # side of the cutout square / image side
 CUTOUT_PROBABILITY = 0.5
 
 
-def decode_random_crop(encoded: tf.Tensor, image_size: int, seed: tf.Tensor) -> tf.Tensor:
-    """JPEG bytes -> float32 [S, S, 3]: a random crop (area and aspect in the ranges above),
+def decode_random_crop(
+    encoded: tf.Tensor, image_size: int, seed: tf.Tensor, area_min: float = AREA_MIN
+) -> tf.Tensor:
+    """JPEG bytes -> float32 [S, S, 3]: a random crop (area a fraction in [area_min, 1] of the
+    image, aspect in ASPECT_RANGE),
     decoded with decode_and_crop_jpeg (only the window is decoded), flipped left-right half of
     the time (on the small uint8 crop, where it is cheapest) and resized to S x S (bilinear)."""
     crop_seed, flip_seed = tf.unstack(
@@ -44,7 +47,7 @@ def decode_random_crop(encoded: tf.Tensor, image_size: int, seed: tf.Tensor) -> 
         seed=crop_seed,
         min_object_covered=0.0,
         aspect_ratio_range=ASPECT_RANGE,
-        area_range=AREA_RANGE,
+        area_range=(area_min, 1.0),
         max_attempts=10,
         use_image_if_no_bounding_boxes=True,
     )
@@ -161,18 +164,20 @@ def check_host_augmentation_allowed(strategy=None) -> None:
 _local = threading.local()
 
 
-def _albumentations_compose(image_size: int):
+def _albumentations_compose(image_size: int, area_min: float):
     """The albumentations recipe matching the in-graph one (one instance per thread)."""
     composes = getattr(_local, "composes", None)
     if composes is None:
         composes = _local.composes = {}
-    if image_size not in composes:
+    if (image_size, area_min) not in composes:
         import albumentations as A
 
         hole = max(1, int(round(image_size * CUTOUT_FRACTION)))
-        composes[image_size] = A.Compose(
+        composes[image_size, area_min] = A.Compose(
             [
-                A.RandomResizedCrop((image_size, image_size), scale=AREA_RANGE, ratio=ASPECT_RANGE),
+                A.RandomResizedCrop(
+                    (image_size, image_size), scale=(area_min, 1.0), ratio=ASPECT_RANGE
+                ),
                 A.HorizontalFlip(p=0.5),
                 A.ColorJitter(
                     brightness=(1 - BRIGHTNESS, 1 + BRIGHTNESS),
@@ -190,19 +195,24 @@ def _albumentations_compose(image_size: int):
                 ),
             ]
         )
-    return composes[image_size]
+    return composes[image_size, area_min]
 
 
-def _albumentations_numpy(image, seed, image_size):
-    compose = _albumentations_compose(int(image_size))
+def _albumentations_numpy(image, seed, image_size, area_min):
+    compose = _albumentations_compose(int(image_size), float(area_min))
     compose.set_random_seed(int(seed[0]) % (2**32))
     return compose(image=image)["image"]
 
 
-def albumentations_augment(image_uint8: tf.Tensor, image_size: int, seed: tf.Tensor) -> tf.Tensor:
+def albumentations_augment(
+    image_uint8: tf.Tensor, image_size: int, seed: tf.Tensor, area_min: float = AREA_MIN
+) -> tf.Tensor:
     """uint8 [H, W, 3] -> float32 [S, S, 3] through albumentations on the host (CPU/GPU only)."""
     out = tf.numpy_function(
-        _albumentations_numpy, [image_uint8, seed, image_size], tf.uint8, stateful=True
+        _albumentations_numpy,
+        [image_uint8, seed, image_size, area_min],
+        tf.uint8,
+        stateful=True,
     )
     out = tf.ensure_shape(out, [image_size, image_size, 3])
     return tf.cast(out, tf.float32)

@@ -33,6 +33,7 @@ def make_train_dataset(
     seed: int | None = None,
     shuffle_buffer: int = 2048,
     repeat: bool = True,
+    crop_area_min: float = augment_ops.AREA_MIN,
 ) -> tf.data.Dataset:
     """Training batches: ({"image": float32 [B,S,S,3] in [0,255], "label": int32 [B]}, int32 [B]).
 
@@ -45,8 +46,12 @@ def make_train_dataset(
         seed: None = fastest, order not reproducible; an int = the same batches every run.
         shuffle_buffer: examples in the shuffle buffer (<= 1 turns it off).
         repeat: loop forever (steps_per_epoch decides epochs).
+        crop_area_min: the random crop keeps a fraction in [crop_area_min, 1] of the image area
+            ("tf" and "albumentations").
     """
     files = _check_files(files)
+    if not 0 < crop_area_min <= 1:
+        raise ConfigError(f"crop_area_min must be in (0, 1], got {crop_area_min}")
     if augment not in AUGMENTATIONS:
         raise ConfigError(f"augment must be one of {', '.join(AUGMENTATIONS)}, got {augment!r}")
     if augment == "albumentations":
@@ -70,12 +75,16 @@ def make_train_dataset(
     def example(serialized, example_seed):
         record = parse_example(serialized)
         if augment == "tf":
-            image = augment_ops.decode_random_crop(record["encoded"], image_size, example_seed)
+            image = augment_ops.decode_random_crop(
+                record["encoded"], image_size, example_seed, crop_area_min
+            )
             # channel means for the batch's colour jitter, taken while the image is in cache
             return (image, tf.reduce_mean(image, axis=[0, 1])), record["label"]
         if augment == "albumentations":
             decoded = tf.io.decode_jpeg(record["encoded"], channels=3)
-            image = augment_ops.albumentations_augment(decoded, image_size, example_seed)
+            image = augment_ops.albumentations_augment(
+                decoded, image_size, example_seed, crop_area_min
+            )
         else:
             image = _decode_resize(record["encoded"], image_size, antialias=False)
         return image, record["label"]

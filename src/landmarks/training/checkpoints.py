@@ -97,6 +97,23 @@ class RunCheckpoint(keras.callbacks.Callback):
         index = self.read_index()
         return None if index is None else os.path.join(self.directory, index["latest"])
 
+    def remove_leftovers(self) -> list[str]:
+        """Delete what a save killed half-way leaves in the folder (the chief only): temporary
+        `*.tmp-*` files, and checkpoint files the index does not list (written, but killed before
+        the index named them). Returns the names removed. Call it while holding the run lock
+        (landmarks.training.run_lock), so that no other save is in flight."""
+        if not self.is_chief or not _exists(self.directory):
+            return []
+        kept = set((self.read_index() or {}).get("kept", []))
+        removed = []
+        for name in sorted(_gfile().listdir(self.directory)):
+            name = name.rstrip("/")
+            unlisted = name.startswith("ckpt-") and name.endswith(".h5") and name not in kept
+            if ".tmp-" in name or unlisted:
+                _gfile().remove(os.path.join(self.directory, name))
+                removed.append(name)
+        return removed
+
     def restore_latest(self) -> int:
         """Restore the latest checkpoint if any; returns the number of finished epochs (0 if none).
 

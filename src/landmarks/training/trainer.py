@@ -134,6 +134,9 @@ def _train(config: Config, setup, plan: TrainingPlan, verbose: int) -> str:
         checkpoint = checkpoints.RunCheckpoint(
             checkpoint_dir, parts.model, parts.optimizer, is_chief=setup.is_chief
         )
+        removed = checkpoint.remove_leftovers()
+        if removed:
+            print(f"removed what a killed checkpoint save left: {', '.join(removed)}", flush=True)
         start_epoch = checkpoint.restore_latest()
         if start_epoch:
             print(
@@ -171,6 +174,7 @@ def _train(config: Config, setup, plan: TrainingPlan, verbose: int) -> str:
             seed=config.seed + start_epoch,  # a resumed run does not replay epoch 1's batches
             shuffle_buffer=config.shuffle_buffer,
             repeat=True,
+            crop_area_min=config.crop_area_min,
         )
         dataset = _targets_per_output(dataset, parts.output_names)
         trainer = multi_worker_trainer(parts.model) if setup.multi_worker else parts.model
