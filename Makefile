@@ -31,10 +31,13 @@ demo: data
 	$(BIN)/python -m landmarks demo
 
 # The backend is fixed per process: the whole suite on TensorFlow, then the tests marked
-# `backends` (behaviour that depends on the backend) again on JAX.
+# `backends` (behaviour that depends on the backend) again on JAX. Two worker processes
+# (pytest-xdist; worksteal: an idle worker takes queued tests from the busy one), since many
+# tests wait on subprocesses, notebook kernels and kills rather than compute.
+PYTEST_WORKERS ?= 2
 test: data
-	KERAS_BACKEND=tensorflow $(BIN)/python -m pytest $(PYTEST_ARGS)
-	KERAS_BACKEND=jax $(BIN)/python -m pytest -m backends $(PYTEST_ARGS)
+	KERAS_BACKEND=tensorflow $(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist worksteal $(PYTEST_ARGS)
+	KERAS_BACKEND=jax $(BIN)/python -m pytest -m backends -n $(PYTEST_WORKERS) --dist worksteal $(PYTEST_ARGS)
 
 # The ratio benchmarks (each prints its ratios as JSON on its last line). bench/heads_gap.py
 # trains four demo models at the demo budget (about an hour on 2 cores): `make bench-heads`.

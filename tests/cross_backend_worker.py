@@ -37,10 +37,16 @@ def save(folder: str) -> None:
     keras.utils.set_random_seed(0)
     _, embed_model = build_model(config)
     rng = np.random.default_rng(1)
-    # |w| (1 + noise): every weight moves, BatchNorm variances stay positive
-    embed_model.set_weights(
-        [np.abs(w) * (1 + 0.1 * rng.standard_normal(w.shape)) for w in embed_model.get_weights()]
-    )
+    # w (1 + 5 % noise) + 0.01 noise: every weight moves, zeros included (biases, BatchNorm
+    # means), by little enough that 16 blocks of activations stay finite; variances stay > 0
+    moved = []
+    for variable in embed_model.weights:
+        value = np.asarray(variable.numpy())
+        value = value * (1 + 0.05 * rng.standard_normal(value.shape)) + 0.01 * rng.standard_normal(
+            value.shape
+        )
+        moved.append(np.abs(value) + 1e-3 if "variance" in variable.path else value)
+    embed_model.set_weights(moved)
     embed_model.save(os.path.join(folder, "embed_model.keras"))
     np.save(os.path.join(folder, "embeddings.npy"), compiled_forward(embed_model)(images()))
 

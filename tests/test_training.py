@@ -4,7 +4,6 @@ killed with SIGKILL that resumes at the right epoch with its schedule position i
 from __future__ import annotations
 
 import csv
-import json
 import math
 import os
 import subprocess
@@ -15,7 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from training_helpers import STEPS, tiny, train_until_first_checkpoint_then_kill
+from training_helpers import STEPS, checkpoint_numbers, tiny, train_until_first_checkpoint_then_kill
 
 from landmarks.cli import main
 from landmarks.config import Config
@@ -173,15 +172,6 @@ def test_run_folder_holds_model_config_history_and_curves(trained_run):
     np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, rtol=1e-5)
 
 
-def _checkpoint_numbers(run_dir: Path) -> list[int]:
-    """Finished epochs of the committed checkpoints (those the index lists)."""
-    index = run_dir / "checkpoints" / "checkpoint.json"
-    if not index.exists():
-        return []
-    kept = json.loads(index.read_text())["kept"]
-    return sorted(int(name.split("-")[1].split(".")[0]) for name in kept)
-
-
 def _saved_step_and_epochs(checkpoint: Path) -> tuple[int, int]:
     """The optimizer's iterations (its first variable) and the finished epochs of a checkpoint
     file, read with h5py."""
@@ -221,7 +211,7 @@ def test_killed_run_resumes_at_the_right_epoch_and_schedule_step(records, tmp_pa
         epochs * STEPS,
         epochs,
     )
-    assert _checkpoint_numbers(run_dir) == [epochs - 1, epochs]  # the last two are kept
+    assert checkpoint_numbers(run_dir) == [epochs - 1, epochs]  # the last two are kept
     assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == [
         "checkpoint.json",
         f"ckpt-{epochs - 1}.h5",

@@ -3,6 +3,7 @@ session limit or a crash leaves it."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -40,11 +41,12 @@ def tiny(records: Path, out: Path, **changes) -> Config:
 
 
 def checkpoint_numbers(run_dir: Path) -> list[int]:
-    """The finished epochs that run_dir/checkpoints holds a checkpoint of."""
-    folder = run_dir / "checkpoints"
-    if not (folder / "checkpoint").exists():
+    """Finished epochs of the committed checkpoints of run_dir (those the index lists)."""
+    index = run_dir / "checkpoints" / "checkpoint.json"
+    if not index.exists():
         return []
-    return sorted(int(p.name.split("-")[1].split(".")[0]) for p in folder.glob("ckpt-*.index"))
+    kept = json.loads(index.read_text())["kept"]
+    return sorted(int(name.split("-")[1].split(".")[0]) for name in kept)
 
 
 def train_until_first_checkpoint_then_kill(config_path: Path, run_dir: Path) -> int:
