@@ -11,7 +11,7 @@ export NO_ALBUMENTATIONS_UPDATE := 1
 export TF_CPP_MIN_LOG_LEVEL := 2
 export PYTHONUNBUFFERED := 1
 
-.PHONY: setup data demo test bench bench-heads bench-ensemble lint clean
+.PHONY: setup data demo test test-versions bench bench-heads bench-ensemble lint clean
 
 setup: $(STAMP)
 
@@ -38,6 +38,38 @@ PYTEST_WORKERS ?= 2
 test: data
 	KERAS_BACKEND=tensorflow $(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist worksteal $(PYTEST_ARGS)
 	KERAS_BACKEND=jax $(BIN)/python -m pytest -m backends -n $(PYTEST_WORKERS) --dist worksteal $(PYTEST_ARGS)
+
+# The low ends of the ranges pyproject.toml declares, each in its own venv: requirements.txt with
+# only the versions that differ substituted (not part of `make test`: about 15 minutes on 2 cores
+# once the venvs exist, plus about 4 minutes of installs the first time).
+#   GPU images (Kaggle/Colab): tensorflow 2.19.0 (the lowest 2.19 on PyPI), keras 3.10.0, and
+#     numpy<2.2 because tensorflow 2.19 requires it; the tests below on TensorFlow.
+#   Kaggle's TPU VM image: tensorflow-cpu 2.20.0, keras and jax as pinned (the latest keras);
+#     the tests marked `backends` on JAX.
+LOWEND_GPU_VENV ?= .venv-lowend-gpu
+LOWEND_TPU_VENV ?= .venv-lowend-tpu
+VERSION_TESTS := tests/test_layers_dolg.py tests/test_arcface.py tests/test_gem.py tests/test_models.py \
+	tests/test_training.py tests/test_inference.py tests/test_efficientnet_lite.py \
+	tests/test_optimization.py tests/test_callbacks.py
+
+$(LOWEND_GPU_VENV)/.installed: requirements.txt requirements-dev.txt
+	$(PYTHON) -m venv $(LOWEND_GPU_VENV)
+	sed -e 's/^tensorflow==.*/tensorflow==2.19.0/' -e 's/^keras==.*/keras==3.10.0/' \
+		-e 's/^numpy==.*/numpy<2.2/' requirements.txt > $(LOWEND_GPU_VENV)/requirements.txt
+	$(LOWEND_GPU_VENV)/bin/python -m pip install -q -r $(LOWEND_GPU_VENV)/requirements.txt -r requirements-dev.txt
+	touch $@
+
+$(LOWEND_TPU_VENV)/.installed: requirements.txt requirements-dev.txt
+	$(PYTHON) -m venv $(LOWEND_TPU_VENV)
+	sed -e 's/^tensorflow==.*/tensorflow-cpu==2.20.0/' requirements.txt > $(LOWEND_TPU_VENV)/requirements.txt
+	$(LOWEND_TPU_VENV)/bin/python -m pip install -q -r $(LOWEND_TPU_VENV)/requirements.txt -r requirements-dev.txt
+	touch $@
+
+test-versions: data $(LOWEND_GPU_VENV)/.installed $(LOWEND_TPU_VENV)/.installed
+	@$(LOWEND_GPU_VENV)/bin/python -c "import tensorflow as t, keras as k, numpy as n; print('== GPU-image low end: tensorflow', t.__version__, 'keras', k.__version__, 'numpy', n.__version__)"
+	PYTHONPATH=$(CURDIR)/src KERAS_BACKEND=tensorflow $(LOWEND_GPU_VENV)/bin/python -m pytest -q -m "not slow" $(VERSION_TESTS) $(PYTEST_ARGS)
+	@$(LOWEND_TPU_VENV)/bin/python -c "import tensorflow as t, keras as k, jax as j; print('== TPU-image end: tensorflow-cpu', t.__version__, 'keras', k.__version__, 'jax', j.__version__)"
+	PYTHONPATH=$(CURDIR)/src KERAS_BACKEND=jax $(LOWEND_TPU_VENV)/bin/python -m pytest -q -m backends $(PYTEST_ARGS)
 
 # The ratio benchmarks (each prints its ratios as JSON on its last line). bench/heads_gap.py
 # trains four demo models at the demo budget (about an hour on 2 cores): `make bench-heads`.
