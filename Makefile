@@ -32,12 +32,12 @@ demo: data
 
 # The backend is fixed per process: the whole suite on TensorFlow, then the tests marked
 # `backends` (behaviour that depends on the backend) again on JAX. Two worker processes
-# (pytest-xdist; worksteal: an idle worker takes queued tests from the busy one), since many
-# tests wait on subprocesses, notebook kernels and kills rather than compute.
+# (pytest-xdist), one test file at a time each (loadfile), so that a file's fixtures (a built
+# model, a trained run) are made once, not once per worker.
 PYTEST_WORKERS ?= 2
 test: data
-	KERAS_BACKEND=tensorflow $(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist worksteal $(PYTEST_ARGS)
-	KERAS_BACKEND=jax $(BIN)/python -m pytest -m backends -n $(PYTEST_WORKERS) --dist worksteal $(PYTEST_ARGS)
+	KERAS_BACKEND=tensorflow $(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
+	KERAS_BACKEND=jax $(BIN)/python -m pytest -m backends -n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 # The low ends of the ranges pyproject.toml declares, each in its own venv: requirements.txt with
 # only the versions that differ substituted (not part of `make test`: about 15 minutes on 2 cores

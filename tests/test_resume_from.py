@@ -1,21 +1,21 @@
 """Continuing a run in a new session from a read-only copy of its folder (`resume_from`).
 
-The fast tests copy hand-made run folders (any files: the copy does not read checkpoints); the
-slow one kills a real training run after its first epoch, makes a read-only copy of its folder
-(as Kaggle attaches a dataset), and trains on from it in an empty working folder.
+These tests copy hand-made run folders (any files: the copy does not read checkpoints). A real
+training run killed after its first epoch and continued from a read-only copy of its folder (as
+Kaggle attaches a dataset) is tests/test_training.py's killed-run test, which shares its one
+killed run with the in-place resume.
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
-import shutil
 import stat
 import zipfile
 from pathlib import Path
 
 import pytest
-from training_helpers import STEPS, checkpoint_numbers, tiny, train_until_first_checkpoint_then_kill
+from training_helpers import read_only as _read_only
+from training_helpers import snapshot as _snapshot
 
 from landmarks.errors import ConfigError
 from landmarks.training import resume_from
@@ -41,20 +41,6 @@ def _run_folder(folder: Path, epochs: int = 2) -> Path:
     (folder / "embeddings").mkdir()
     (folder / "embeddings" / "test.npz").write_bytes(b"cache")
     return folder
-
-
-def _snapshot(folder: Path) -> dict[str, tuple[str, int]]:
-    """relative path -> (sha256, mode) of every file: what a read-only source must keep."""
-    return {
-        str(p.relative_to(folder)): (hashlib.sha256(p.read_bytes()).hexdigest(), p.stat().st_mode)
-        for p in sorted(folder.rglob("*"))
-        if p.is_file()
-    }
-
-
-def _read_only(folder: Path) -> None:
-    for path in [folder, *folder.rglob("*")]:
-        path.chmod(path.stat().st_mode & ~(stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH))
 
 
 def test_a_read_only_run_folder_is_copied_into_an_empty_working_folder(tmp_path):
@@ -151,39 +137,3 @@ def test_bad_sources_and_destinations_are_named(tmp_path):
         continue_from(str(tmp_path / "records"), str(tmp_path / "run"))
     with pytest.raises(ConfigError, match="gs://bucket/run is remote"):
         continue_from(str(tmp_path / "records"), "gs://bucket/run")
-
-
-# --- a real run, killed after an epoch, continued from a read-only copy -------------------------
-
-
-@pytest.mark.slow
-def test_a_killed_run_continues_from_a_read_only_copy_in_an_empty_folder(
-    mini_records, tmp_path, capsys
-):
-    from landmarks.training.callbacks import read_history
-    from landmarks.training.trainer import train
-
-    epochs = 3
-    first = tiny(mini_records, tmp_path / "session1", epochs=epochs)
-    config_path = tmp_path / "session1.yaml"
-    first.save(str(config_path))
-    killed_dir = tmp_path / "session1" / "run"
-    killed_at = train_until_first_checkpoint_then_kill(config_path, killed_dir)  # time is up
-    assert 1 <= killed_at < epochs
-
-    attached = tmp_path / "input" / "previous-session"
-    shutil.copytree(killed_dir, attached)
-    _read_only(attached)
-    before = _snapshot(attached)
-
-    second = tiny(mini_records, tmp_path / "session2", epochs=epochs, resume_from=str(attached))
-    run_dir = Path(train(second, verbose=0))
-    printed = capsys.readouterr().out
-    assert "copied" in printed and str(attached) in printed
-    assert f"epoch {killed_at} done, step {killed_at * STEPS}" in printed
-    rows = read_history(str(run_dir / "history.csv"))
-    assert [int(r["epoch"]) for r in rows] == list(range(1, epochs + 1))
-    assert [int(r["step"]) for r in rows] == [STEPS * e for e in range(1, epochs + 1)]
-    assert max(checkpoint_numbers(run_dir)) == epochs
-    assert (run_dir / "embed_model.keras").is_file()
-    assert _snapshot(attached) == before  # the attached copy is never written

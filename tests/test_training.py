@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import math
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -14,7 +15,14 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from training_helpers import STEPS, checkpoint_numbers, tiny, train_until_first_checkpoint_then_kill
+from training_helpers import (
+    STEPS,
+    checkpoint_numbers,
+    read_only,
+    snapshot,
+    tiny,
+    train_until_first_checkpoint_then_kill,
+)
 
 from landmarks.cli import main
 from landmarks.config import Config
@@ -184,7 +192,9 @@ def _saved_step_and_epochs(checkpoint: Path) -> tuple[int, int]:
 
 
 @pytest.mark.slow
-def test_killed_run_resumes_at_the_right_epoch_and_schedule_step(records, tmp_path):
+def test_killed_run_resumes_in_place_and_from_a_read_only_copy(records, tmp_path, capsys):
+    """SIGKILL after the first checkpoint; the same command resumes at the right epoch and
+    learning-rate step; a new session continues the killed run from a read-only copy."""
     epochs = 3
     config = tiny(records, tmp_path / "out", epochs=epochs)
     config_path = tmp_path / "run.yaml"
@@ -195,6 +205,10 @@ def test_killed_run_resumes_at_the_right_epoch_and_schedule_step(records, tmp_pa
 
     killed_at = train_until_first_checkpoint_then_kill(config_path, run_dir)
     assert 1 <= killed_at < epochs, "the run finished before it could be killed"
+    attached = tmp_path / "input" / "previous-session"  # the killed session, published
+    shutil.copytree(run_dir, attached)
+    read_only(attached)
+    before = snapshot(attached)
 
     second = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
     assert second.returncode == 0, second.stderr[-3000:]
@@ -218,6 +232,21 @@ def test_killed_run_resumes_at_the_right_epoch_and_schedule_step(records, tmp_pa
         f"ckpt-{epochs}.h5",
     ]
     assert (run_dir / "embed_model.keras").exists()
+
+    # the same killed run, continued in a new session from its read-only copy (resume_from)
+    from landmarks.training.trainer import train
+
+    session2 = tiny(records, tmp_path / "session2", epochs=epochs, resume_from=str(attached))
+    continued = Path(train(session2, verbose=0))
+    printed = capsys.readouterr().out
+    assert "copied" in printed and str(attached) in printed
+    assert f"epoch {killed_at} done, step {killed_at * STEPS}" in printed
+    assert [int(r["step"]) for r in read_history(continued)] == [
+        STEPS * e for e in range(1, epochs + 1)
+    ]
+    assert checkpoint_numbers(continued) == [epochs - 1, epochs]
+    assert (continued / "embed_model.keras").is_file()
+    assert snapshot(attached) == before  # the attached copy is never written
 
 
 @pytest.mark.slow

@@ -3,9 +3,11 @@ session limit or a crash leaves it."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -64,3 +66,17 @@ def train_until_first_checkpoint_then_kill(config_path: Path, run_dir: Path) -> 
     run.wait()
     assert run.returncode == -signal.SIGKILL
     return max(checkpoint_numbers(run_dir))
+
+
+def snapshot(folder: Path) -> dict[str, tuple[str, int]]:
+    """relative path -> (sha256, mode) of every file: what a read-only source must keep."""
+    return {
+        str(p.relative_to(folder)): (hashlib.sha256(p.read_bytes()).hexdigest(), p.stat().st_mode)
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
+
+
+def read_only(folder: Path) -> None:
+    for path in [folder, *folder.rglob("*")]:
+        path.chmod(path.stat().st_mode & ~(stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH))
