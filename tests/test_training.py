@@ -68,6 +68,14 @@ def test_image_size_must_be_a_multiple_of_32(tmp_path):
         check_config(tiny(tmp_path, tmp_path, image_size=100))
 
 
+def test_crop_area_min_is_checked_before_the_model_is_built(tmp_path):
+    from landmarks.training.plan import check_config
+
+    for bad in (0.0, 1.5):
+        with pytest.raises(ConfigError, match="crop_area_min must be in"):
+            check_config(tiny(tmp_path, tmp_path, crop_area_min=bad))
+
+
 def test_global_batch_must_divide_by_the_replicas(records, tmp_path):
     from landmarks.training.plan import check_config
 

@@ -30,6 +30,13 @@ CUTOUT_FRACTION = 0.25  # side of the cutout square / image side
 CUTOUT_PROBABILITY = 0.5
 
 
+def check_crop_area_min(area_min: float) -> None:
+    """ConfigError unless `area_min` (the crop's smallest fraction of the image area) is in
+    (0, 1]: the one check of `crop_area_min`, for the pipeline and the training plan alike."""
+    if not 0 < area_min <= 1:
+        raise ConfigError(f"crop_area_min must be in (0, 1], got {area_min}")
+
+
 def decode_random_crop(
     encoded: tf.Tensor, image_size: int, seed: tf.Tensor, area_min: float = AREA_MIN
 ) -> tf.Tensor:

@@ -50,8 +50,7 @@ def make_train_dataset(
             ("tf" and "albumentations").
     """
     files = _check_files(files)
-    if not 0 < crop_area_min <= 1:
-        raise ConfigError(f"crop_area_min must be in (0, 1], got {crop_area_min}")
+    augment_ops.check_crop_area_min(crop_area_min)
     if augment not in AUGMENTATIONS:
         raise ConfigError(f"augment must be one of {', '.join(AUGMENTATIONS)}, got {augment!r}")
     if augment == "albumentations":

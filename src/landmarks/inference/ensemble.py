@@ -273,7 +273,7 @@ class EnsembleEmbeddings:
         if split == "train" and config.train_embeddings:
             attached = attached_train_embeddings(
                 config.train_embeddings,
-                embedding_fingerprint(self._digest(member), config),
+                embedding_fingerprint(self.model_sha256(member), config),
                 log=self.log,
             )
             if attached is not None:
@@ -285,7 +285,7 @@ class EnsembleEmbeddings:
         else:
             images = split_images(config, split)
         path = os.path.join(self.cache_dir, member.name, f"{split}.npz")
-        expected = cache.fingerprint(self._digest(member), config, images.identity)
+        expected = cache.fingerprint(self.model_sha256(member), config, images.identity)
         cached = cache.load_cached(path, expected)
         if cached is not None:
             self._note_unreadable(tag, images, cached)
@@ -321,7 +321,8 @@ class EnsembleEmbeddings:
                 f"are left out (their queries get an empty prediction): {named}"
             )
 
-    def _digest(self, member: EnsembleMember) -> str:
+    def model_sha256(self, member: EnsembleMember) -> str:
+        """sha256 of the member's model file, read once per run (landmarks.inference.fingerprint)."""
         if member.model_path not in self._digests:
             _check_model_exists(member.model_path)
             self._digests[member.model_path] = file_sha256(member.model_path)

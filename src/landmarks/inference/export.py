@@ -94,19 +94,20 @@ def _export_train_embeddings(config: Config, staging: Path, log) -> None:
     (or read from the run folder's embedding cache when that was made by the same file)."""
     from landmarks.inference.embedding import save_embeddings
     from landmarks.inference.ensemble import EnsembleEmbeddings
-    from landmarks.inference.fingerprint import model_fingerprint
+    from landmarks.inference.fingerprint import embedding_fingerprint
 
     config.model_path = str(staging / "embed_model.keras")
     config.train_embeddings = ""
     cache_folder = staging / "_embedding_cache"  # not exported (removed below)
     embeddings = EnsembleEmbeddings(config, log=log, cache_folder=str(cache_folder))
     log("embedding train for the export ...")
-    train = embeddings.member_split(embeddings.members[0], "train")
+    member = embeddings.members[0]
+    train = embeddings.member_split(member, "train")
     save_embeddings(
         str(staging / "embeddings" / "train.npz"),
         train,
         dtype="float16",
-        fingerprint=model_fingerprint(config.model_path, config),
+        fingerprint=embedding_fingerprint(embeddings.model_sha256(member), config),
     )
     shutil.rmtree(cache_folder)
     log(f"embedded {len(train)} train images (float16)")

@@ -37,11 +37,6 @@ def file_sha256(path: str) -> str:
     return digest.hexdigest()
 
 
-def model_fingerprint(model_path: str, config) -> dict:
-    """The fingerprint of embeddings made with the model file `model_path` under `config`."""
-    return embedding_fingerprint(file_sha256(model_path), config)
-
-
 def embedding_fingerprint(model_sha256: str, config) -> dict:
     """The fingerprint of embeddings made by the model file of digest `model_sha256` under
     `config` (its EMBEDDING_SETTINGS)."""

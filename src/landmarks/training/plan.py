@@ -75,10 +75,9 @@ def check_config(config: Config, replicas: int = 1) -> TrainingPlan:
             f"image_size: {config.image_size} is not a positive multiple of 32 "
             f"(the backbone downsamples by 32); try {max(32, round(config.image_size / 32) * 32)}"
         )
-    if not 0 < config.crop_area_min <= 1:
-        raise ConfigError(
-            f"crop_area_min: {config.crop_area_min} is not a fraction of the image area in (0, 1]"
-        )
+    from landmarks.data.augment import check_crop_area_min
+
+    check_crop_area_min(config.crop_area_min)  # before the model is built, not when batches are
     if replicas < 1:
         raise ConfigError(f"internal: replica count {replicas}")
     if config.global_batch_size:
