@@ -2,33 +2,20 @@
 (--xla_force_host_platform_device_count=N) simulates.
 
 Run as `python tests/jax_devices_worker.py RECORDS_DIR OUTPUT_DIR [STOP_AFTER_EPOCHS]` with
-KERAS_BACKEND=jax (tests/test_cross_backend.py also runs it on TensorFlow). Trains
-(or resumes) OUTPUT_DIR/run through landmarks.training.train with a tiny registered backbone
-that has a BatchNorm (so that batch statistics over a sharded batch are exercised), a GeM head,
-a global batch of 16, 3 epochs of 4 steps, and a validation GAP every epoch.
+KERAS_BACKEND=jax (tests/test_cross_backend.py also runs it on TensorFlow). Trains (or
+resumes) OUTPUT_DIR/run through landmarks.training.train with the tests' tiny_bn backbone
+(tests/training_helpers.py; its BatchNorm exercises batch statistics over a sharded batch), a
+GeM head, a global batch of 16, 3 epochs of 4 steps, and a validation GAP every epoch.
 """
 
 from __future__ import annotations
 
 import sys
 
-import keras
+from training_helpers import register_tiny_bn
 
 from landmarks.config import Config
-from landmarks.models.registry import BACKBONES
-from landmarks.models.taps import feature_taps
 from landmarks.training.trainer import train
-
-
-def tiny_backbone(config):
-    image = keras.Input((None, None, 3))
-    x = image
-    for i, width in enumerate((8, 8, 16, 16, 32)):
-        x = keras.layers.Conv2D(width, 3, strides=2, padding="same", name=f"down{i}")(x)
-        x = keras.layers.BatchNormalization(name=f"norm{i}")(x)
-        x = keras.layers.Activation("relu", name=f"relu{i}")(x)
-    network = keras.Model(image, x, name="tiny")
-    return feature_taps(network, [keras.layers.Rescaling(1 / 255.0, name="scale")])
 
 
 def config(records_dir: str, output_dir: str, stop_after_epochs: int = 0) -> Config:
@@ -56,6 +43,6 @@ def config(records_dir: str, output_dir: str, stop_after_epochs: int = 0) -> Con
 
 
 if __name__ == "__main__":
-    BACKBONES["tiny_bn"] = tiny_backbone
+    register_tiny_bn()
     stop_after = int(sys.argv[3]) if len(sys.argv) > 3 else 0
     train(config(sys.argv[1], sys.argv[2], stop_after), verbose=2)

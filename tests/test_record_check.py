@@ -107,15 +107,20 @@ def test_an_unreadable_test_photo_gets_an_empty_prediction(
 
 
 @pytest.mark.slow
-def test_training_names_a_record_that_does_not_decode(records, tmp_path, capsys):
-    from landmarks.cli import main
+def test_training_names_a_record_that_does_not_decode(records, tmp_path, capsys, monkeypatch):
+    from training_helpers import tiny_bn_backbone
 
+    from landmarks.cli import main
+    from landmarks.models.registry import BACKBONES
+
+    monkeypatch.setitem(BACKBONES, "tiny_bn", tiny_bn_backbone)
     shards = list_shards(str(records), "train")
     bad_id = replace_image_in_shard(Path(shards[0]), 7, CORRUPT)
     config = tmp_path / "c.yaml"
     config.write_text(
         f"records_dir: {records}\noutput_dir: {tmp_path}\nimage_size: 32\nbatch_size: 8\n"
-        "head: gem\nembedding_dim: 16\naugment: none\nepochs: 1\nvalidate_every: 0\n"
+        "backbone: tiny_bn\nhead: gem\nembedding_dim: 16\naugment: none\nepochs: 1\n"
+        "validate_every: 0\n"
     )
     assert main(["train", "--config", str(config)]) == 2
     error = capsys.readouterr().err

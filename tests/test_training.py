@@ -17,16 +17,28 @@ import pytest
 import yaml
 from training_helpers import (
     STEPS,
+    TRAIN_CLI,
     checkpoint_numbers,
     read_only,
     snapshot,
     tiny,
+    tiny_bn_backbone,
     train_until_first_checkpoint_then_kill,
 )
 
 from landmarks.cli import main
 from landmarks.config import Config
 from landmarks.errors import ConfigError
+
+
+@pytest.fixture(scope="module", autouse=True)
+def tiny_bn_registered():
+    """Backbone `tiny_bn` (training_helpers.tiny's) registered while this module runs."""
+    from landmarks.models.registry import BACKBONES
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setitem(BACKBONES, "tiny_bn", tiny_bn_backbone)
+        yield
 
 
 @pytest.fixture(scope="module")
@@ -208,7 +220,7 @@ def test_killed_run_resumes_in_place_and_from_a_read_only_copy(records, tmp_path
     config_path = tmp_path / "run.yaml"
     config.save(str(config_path))
     run_dir = Path(config.run_dir)
-    command = [sys.executable, "-m", "landmarks", "train", "--config", str(config_path)]
+    command = [sys.executable, str(TRAIN_CLI), "train", "--config", str(config_path)]
     env = dict(os.environ, CUDA_VISIBLE_DEVICES="")
 
     killed_at = train_until_first_checkpoint_then_kill(config_path, run_dir)

@@ -1,5 +1,6 @@
-"""The smallest real training config, and a training run killed after its first epoch, as a
-session limit or a crash leaves it."""
+"""The smallest training config (a five-convolution backbone with BatchNorm, registered as
+`tiny_bn`), and a training run killed after its first epoch, as a session limit or a crash
+leaves it."""
 
 from __future__ import annotations
 
@@ -16,14 +17,44 @@ from pathlib import Path
 from landmarks.config import Config
 
 STEPS = 4  # optimizer steps per epoch in the training runs of the tests
+TRAIN_CLI = Path(__file__).with_name("train_cli.py")  # `python -m landmarks`, with tiny_bn
+
+
+def tiny_bn_backbone(config):
+    """Five stride-2 3x3 convolutions with BatchNorm (widths 8, 8, 16, 16, 32): stride-16 and
+    stride-32 taps like a real backbone, batch statistics to checkpoint and to shard, and a
+    build and trace in a second where EfficientNetB0 takes 40 s on 2 cores. What the training
+    tests check (schedule, checkpoints, resume, the run folder) does not depend on the backbone;
+    tests/test_models.py and the demo test train the real ones."""
+    import keras
+
+    from landmarks.models.taps import feature_taps
+
+    image = keras.Input((None, None, 3))
+    x = image
+    for i, width in enumerate((8, 8, 16, 16, 32)):
+        x = keras.layers.Conv2D(width, 3, strides=2, padding="same", name=f"down{i}")(x)
+        x = keras.layers.BatchNormalization(name=f"norm{i}")(x)
+        x = keras.layers.Activation("relu", name=f"relu{i}")(x)
+    network = keras.Model(image, x, name="tiny")
+    return feature_taps(network, [keras.layers.Rescaling(1 / 255.0, name="scale")])
+
+
+def register_tiny_bn() -> None:
+    """Register tiny_bn_backbone as backbone `tiny_bn` in this process."""
+    from landmarks.models.registry import BACKBONES
+
+    BACKBONES["tiny_bn"] = tiny_bn_backbone
 
 
 def tiny(records: Path, out: Path, **changes) -> Config:
-    """The smallest real model: EfficientNetB0 (weights None) + GeM head, 64 px, batch 8."""
+    """The smallest training run: tiny_bn + GeM head, 64 px, batch 8, 3 epochs of STEPS steps.
+    The process that trains it must have called register_tiny_bn()."""
     values = {
         "records_dir": str(records),
         "output_dir": str(out),
         "run_name": "run",
+        "backbone": "tiny_bn",
         "image_size": 64,
         "batch_size": 8,
         "head": "gem",
@@ -52,9 +83,9 @@ def checkpoint_numbers(run_dir: Path) -> list[int]:
 
 
 def train_until_first_checkpoint_then_kill(config_path: Path, run_dir: Path) -> int:
-    """Start `python -m landmarks train --config config_path`, SIGKILL it as soon as run_dir
-    has a checkpoint; returns the last finished epoch that was checkpointed."""
-    command = [sys.executable, "-m", "landmarks", "train", "--config", str(config_path)]
+    """Start `python -m landmarks train --config config_path` (TRAIN_CLI), SIGKILL it as soon
+    as run_dir has a checkpoint; returns the last finished epoch that was checkpointed."""
+    command = [sys.executable, str(TRAIN_CLI), "train", "--config", str(config_path)]
     env = dict(os.environ, CUDA_VISIBLE_DEVICES="")
     run = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 300
