@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from landmarks.layers.arcface import SubCenterArcFace, dynamic_margins
+from landmarks.layers.depthwise import DepthwiseConv2D
 from landmarks.layers.dolg import (
     DOLGHead,
     LocalBranch,
@@ -14,6 +15,7 @@ from landmarks.layers.gem import GeM
 
 __all__ = [
     "DOLGHead",
+    "DepthwiseConv2D",
     "GeM",
     "LocalBranch",
     "MultiAtrous",

@@ -1,10 +1,15 @@
-"""EfficientNet backbones: keras.applications B0-B7 / V2, and the `efficientnet` package (efn_*)."""
+"""EfficientNet backbones: keras.applications B0-B7 / V2, and the `efficientnet` package (efn_*).
+
+Both are cloned once built, with every `keras.layers.DepthwiseConv2D` replaced by
+`landmarks.layers.DepthwiseConv2D` (the same layer, weights copied, but fast on JAX on a CPU).
+"""
 
 from __future__ import annotations
 
 import keras
 
 from landmarks.config import Config
+from landmarks.layers.depthwise import DepthwiseConv2D
 from landmarks.models.registry import BACKBONES, BackboneBuilder
 from landmarks.models.taps import feature_taps
 from landmarks.models.weights import WEIGHTS_OPTIONS, load_weights_file, resolve_weights
@@ -23,7 +28,7 @@ def _keras_application(constructor_name: str) -> BackboneBuilder:
         )
         if weights not in WEIGHTS_OPTIONS:
             load_weights_file(network, weights)
-        return feature_taps(network)
+        return feature_taps(_clone(network))
 
     return build
 
@@ -39,10 +44,9 @@ def _efn_application(variant: str) -> BackboneBuilder:
     """The `efficientnet` package (noisy-student weights), made Keras-3 clean.
 
     The package builds swish as a closure over `keras.backend.sigmoid` (gone in Keras 3) and
-    drop-connect as a closure-defined `FixedDropout`: neither runs nor serialises. The built
-    network is therefore cloned with those layers replaced by Keras built-ins of the same
-    names (the "silu" activation, `Dropout(noise_shape=(None, 1, 1, 1))`), weights copied
-    by layer name.
+    drop-connect as a closure-defined `FixedDropout`: neither runs nor serialises. The clone
+    replaces those layers by Keras built-ins of the same names (the "silu" activation,
+    `Dropout(noise_shape=(None, 1, 1, 1))`).
     """
 
     def build(config: Config) -> keras.Model:
@@ -56,7 +60,7 @@ def _efn_application(variant: str) -> BackboneBuilder:
         )
         if weights not in WEIGHTS_OPTIONS:
             load_weights_file(network, weights)
-        network = _keras3_clone(network)
+        network = _clone(network)
         preprocessing = [
             keras.layers.Rescaling(1.0 / 255.0, name="scale_0_1"),
             keras.layers.Normalization(
@@ -72,19 +76,22 @@ def _is_package_swish(activation) -> bool:
     return callable(activation) and getattr(activation, "__module__", "").startswith("efficientnet")
 
 
-def _keras3_layer(layer: keras.layers.Layer) -> keras.layers.Layer:
-    """Clone function: a fresh copy of `layer`, with Keras built-ins for the package's closures."""
+def _cloned_layer(layer: keras.layers.Layer) -> keras.layers.Layer:
+    """Clone function: a fresh copy of `layer`; landmarks' DepthwiseConv2D for Keras' one, and
+    Keras built-ins for the `efficientnet` package's closures."""
     if type(layer).__name__ == "FixedDropout":
         return keras.layers.Dropout(layer.rate, noise_shape=(None, 1, 1, 1), name=layer.name)
     config = layer.get_config()
     if _is_package_swish(getattr(layer, "activation", None)):
         config["activation"] = "silu"
+    if type(layer) is keras.layers.DepthwiseConv2D:
+        return DepthwiseConv2D.from_config(config)
     return type(layer).from_config(config)
 
 
-def _keras3_clone(network: keras.Model) -> keras.Model:
-    """Clone `network` through `_keras3_layer`, then copy every layer's weights by name."""
-    clone = keras.models.clone_model(network, clone_function=_keras3_layer)
+def _clone(network: keras.Model) -> keras.Model:
+    """Clone `network` through `_cloned_layer`, then copy every layer's weights by name."""
+    clone = keras.models.clone_model(network, clone_function=_cloned_layer)
     for layer in clone.layers:
         if layer.weights:
             layer.set_weights(network.get_layer(layer.name).get_weights())

@@ -26,6 +26,7 @@ import numpy as np
 
 from landmarks.config import Config
 from landmarks.errors import ConfigError
+from landmarks.layers.depthwise import DepthwiseConv2D
 from landmarks.models.registry import BACKBONES
 from landmarks.models.taps import feature_taps
 from landmarks.models.weights import imagenet_wheel_file, load_weights_file, resolve_weights
@@ -160,7 +161,7 @@ def _mbconv(inputs, args: BlockArgs, drop_rate: float, prefix: str):
         x = _conv_bn(
             x, args.channels_in * args.expand, 1, 1, f"{prefix}_expand_conv", f"{prefix}_bn0"
         )
-    x = keras.layers.DepthwiseConv2D(
+    x = DepthwiseConv2D(  # Keras' own, but fast on JAX on a CPU as well
         args.kernel,
         strides=args.stride,
         padding="same",
@@ -187,13 +188,13 @@ def _mbconv(inputs, args: BlockArgs, drop_rate: float, prefix: str):
 # Keras weight layout from the PyTorch one (axes permutation) per layer type and weight.
 _PERMUTATIONS = {
     keras.layers.Conv2D: ((2, 3, 1, 0),),  # [out, in, kh, kw] -> [kh, kw, in, out]
-    keras.layers.DepthwiseConv2D: ((2, 3, 0, 1),),  # [C, 1, kh, kw] -> [kh, kw, C, 1]
+    DepthwiseConv2D: ((2, 3, 0, 1),),  # [C, 1, kh, kw] -> [kh, kw, C, 1]
     keras.layers.Dense: ((1, 0), (0,)),  # [out, in] -> [in, out]; bias as is
     keras.layers.BatchNormalization: ((0,), (0,), (0,), (0,)),
 }
 _SUFFIXES = {
     keras.layers.Conv2D: ("weight",),
-    keras.layers.DepthwiseConv2D: ("weight",),
+    DepthwiseConv2D: ("weight",),
     keras.layers.Dense: ("weight", "bias"),
     keras.layers.BatchNormalization: ("weight", "bias", "running_mean", "running_var"),
 }
