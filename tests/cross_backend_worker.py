@@ -1,9 +1,11 @@
 """One side of tests/test_cross_backend.py, run with KERAS_BACKEND set to the backend to use.
 
 python tests/cross_backend_worker.py save FOLDER [LOAD_FOLDER OUT.npy]
-    build EfficientNetB0-DOLG (weights None, seed 0), move every variable (BatchNorm
-    statistics included) off its initial value, save FOLDER/embed_model.keras and the
-    embeddings of fixed images as FOLDER/embeddings.npy; with LOAD_FOLDER, also load
+    build EfficientNet-Lite0-DOLG (weights None, seed 0; the demo's backbone, whose depthwise
+    layers run Keras' code on TensorFlow and shifted multiply-adds on JAX on the CPU), move
+    every variable (BatchNorm statistics included) off its initial value, save
+    FOLDER/embed_model.keras and the embeddings of fixed images as FOLDER/embeddings.npy;
+    with LOAD_FOLDER, also load
     LOAD_FOLDER/embed_model.keras and write its embeddings of the same images to OUT.npy
 python tests/cross_backend_worker.py load LOAD_FOLDER OUT.npy
 """
@@ -32,7 +34,14 @@ def save(folder: str) -> None:
     from landmarks.models.build import build_model
 
     config = Config.from_dict(
-        {"image_size": IMAGE_SIZE, "local_dim": 32, "embedding_dim": 32, "num_classes": 5}
+        {
+            "backbone": "efficientnet_lite0",
+            "weights": None,
+            "image_size": IMAGE_SIZE,
+            "local_dim": 32,
+            "embedding_dim": 32,
+            "num_classes": 5,
+        }
     )
     keras.utils.set_random_seed(0)
     _, embed_model = build_model(config)

@@ -40,6 +40,7 @@ PREPARE, TRAIN, INFER = (
 )
 COMPETITION = "landmark-recognition-2021"
 TRAIN_SETTINGS = {  # merged over notebook 02's DEFAULT_SETTINGS (EfficientNet-B0, ImageNet...)
+    "backbone": "efficientnet_lite0",  # builds and trains 15 s faster than B0 on 2 CPU cores
     "weights": None,
     "head": "gem",  # the DOLG head costs ~20 s more to build and trace on 2 CPU cores
     "embedding_dim": 64,
