@@ -5,8 +5,8 @@ python tests/cross_backend_worker.py save FOLDER [LOAD_FOLDER OUT.npy]
     layers run Keras' code on TensorFlow and shifted multiply-adds on JAX on the CPU), move
     every variable (BatchNorm statistics included) off its initial value, save
     FOLDER/embed_model.keras and the embeddings of fixed images as FOLDER/embeddings.npy;
-    with LOAD_FOLDER, also load
-    LOAD_FOLDER/embed_model.keras and write its embeddings of the same images to OUT.npy
+    with LOAD_FOLDER, also load LOAD_FOLDER/embed_model.keras and write its embeddings of the
+    same images to OUT.npy
 python tests/cross_backend_worker.py load LOAD_FOLDER OUT.npy
 """
 

@@ -8,7 +8,6 @@ import math
 import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -17,12 +16,12 @@ import pytest
 import yaml
 from training_helpers import (
     STEPS,
-    TRAIN_CLI,
     checkpoint_numbers,
     read_only,
     snapshot,
     tiny,
     tiny_bn_backbone,
+    train_command,
     train_until_first_checkpoint_then_kill,
 )
 
@@ -220,7 +219,6 @@ def test_killed_run_resumes_in_place_and_from_a_read_only_copy(records, tmp_path
     config_path = tmp_path / "run.yaml"
     config.save(str(config_path))
     run_dir = Path(config.run_dir)
-    command = [sys.executable, str(TRAIN_CLI), "train", "--config", str(config_path)]
     env = dict(os.environ, CUDA_VISIBLE_DEVICES="")
 
     killed_at = train_until_first_checkpoint_then_kill(config_path, run_dir)
@@ -230,7 +228,9 @@ def test_killed_run_resumes_in_place_and_from_a_read_only_copy(records, tmp_path
     read_only(attached)
     before = snapshot(attached)
 
-    second = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+    second = subprocess.run(
+        train_command(config_path), env=env, capture_output=True, text=True, timeout=600
+    )
     assert second.returncode == 0, second.stderr[-3000:]
     assert f"epoch {killed_at} done, step {killed_at * STEPS}" in second.stdout
 

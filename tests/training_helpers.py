@@ -82,12 +82,18 @@ def checkpoint_numbers(run_dir: Path) -> list[int]:
     return sorted(int(name.split("-")[1].split(".")[0]) for name in kept)
 
 
+def train_command(config_path: Path) -> list[str]:
+    """`python -m landmarks train --config config_path`, through TRAIN_CLI (tiny_bn known)."""
+    return [sys.executable, str(TRAIN_CLI), "train", "--config", str(config_path)]
+
+
 def train_until_first_checkpoint_then_kill(config_path: Path, run_dir: Path) -> int:
-    """Start `python -m landmarks train --config config_path` (TRAIN_CLI), SIGKILL it as soon
-    as run_dir has a checkpoint; returns the last finished epoch that was checkpointed."""
-    command = [sys.executable, str(TRAIN_CLI), "train", "--config", str(config_path)]
+    """Start train_command(config_path), SIGKILL it as soon as run_dir has a checkpoint;
+    returns the last finished epoch that was checkpointed."""
     env = dict(os.environ, CUDA_VISIBLE_DEVICES="")
-    run = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    run = subprocess.Popen(
+        train_command(config_path), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
     deadline = time.monotonic() + 300
     while not checkpoint_numbers(run_dir):
         assert run.poll() is None, run.stderr.read().decode()[-3000:]
