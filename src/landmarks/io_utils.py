@@ -86,6 +86,15 @@ def write_text_atomic(path: str, text: str) -> None:
     write_bytes_atomic(path, text.encode("utf-8"))
 
 
+def os_error_reason(error: OSError) -> str:
+    """The system's words for an OSError ('No space left on device'), else its message."""
+    if error.strerror:
+        return error.strerror
+    if error.errno is not None:
+        return os.strerror(error.errno)
+    return str(error) or type(error).__name__
+
+
 def check_writable_folder(path: str, what: str) -> None:
     """DataError naming `what` (e.g. "--out") unless `path` is, or can be made, a folder this
     process can write: not a file, not under a file, on a writable file system. The check

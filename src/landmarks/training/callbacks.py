@@ -4,9 +4,11 @@ Run folder (config.run_dir):
     history.csv       epoch, step, loss, learning_rate, backbone_learning_rate, val_gap
     best_embed_model.keras   embedding model of the epoch with the best validation GAP
 
-Order matters at the end of an epoch: validation (adds val_gap) -> history row -> checkpoint
-(landmarks.training.checkpoints). A kill between the history row and the checkpoint leaves a row
-that the resumed run rewrites.
+Order matters at the end of an epoch: validation (adds val_gap) -> checkpoint
+(landmarks.training.checkpoints) -> history row. history.csv lists only epochs whose checkpoint
+was written: an epoch whose checkpoint failed (a full disk) or was refused (NaN/inf) has no row.
+A kill between the checkpoint and the history row leaves that epoch without a row (its loss is
+lost with the process); the resumed run goes on from the checkpoint.
 """
 
 from __future__ import annotations
@@ -20,13 +22,19 @@ import numpy as np
 
 from landmarks.errors import LandmarksError
 from landmarks.io_utils import write_text_atomic
-from landmarks.training.checkpoints import _exists, save_keras_atomic
+from landmarks.training.checkpoints import (
+    NonFiniteWeights,
+    _exists,
+    kept_account,
+    read_index,
+    save_keras_atomic,
+)
 
 HISTORY_COLUMNS = ("epoch", "step", "loss", "learning_rate", "backbone_learning_rate", "val_gap")
 
 
 class TrainingDivergedError(LandmarksError):
-    """The loss became NaN or infinite; the last good checkpoint is kept."""
+    """The loss or the weights became NaN or infinite; the last good checkpoint is kept."""
 
 
 def read_history(path: str) -> list[dict]:
@@ -44,7 +52,9 @@ class HistoryCSV(keras.callbacks.Callback):
     Columns: epoch (1-based), step (optimizer iterations at the end of the epoch), loss (mean
     training loss of the epoch), learning_rate (head rate the schedule gives at `step`),
     backbone_learning_rate (that times the multiplier), val_gap (empty when not validated).
-    On resume, rows of epochs after the restored checkpoint are dropped.
+    On resume, rows of epochs after the restored checkpoint are dropped. `committed` (e.g.
+    RunCheckpoint.finished_epochs; run after the checkpoint) gives the finished epochs of the
+    latest checkpoint: an epoch past it (not checkpointed) gets no row.
     """
 
     def __init__(
@@ -55,15 +65,19 @@ class HistoryCSV(keras.callbacks.Callback):
         *,
         start_epoch: int,
         enabled: bool = True,
+        committed=None,
     ):
         super().__init__()
         self.path = path
         self.schedule = schedule
         self.backbone_multiplier = backbone_multiplier
         self.enabled = enabled
+        self.committed = committed
         self.rows = [r for r in read_history(path) if int(r["epoch"]) <= start_epoch]
 
     def on_epoch_end(self, epoch, logs=None):
+        if self.committed is not None and self.committed() < epoch + 1:
+            return
         logs = logs or {}
         step = int(self.model.optimizer.iterations.numpy())
         rate = float(keras.ops.convert_to_numpy(self.schedule(step)))
@@ -103,14 +117,23 @@ class StopOnNaN(keras.callbacks.Callback):
             self.stopped_at = (self._epoch + 1, batch)
             self.model.stop_training = True
 
-    def raise_if_stopped(self, checkpoint_dir: str) -> None:
+    def raise_if_stopped(self, checkpoint_dir: str, refused: str | None = None) -> None:
+        """TrainingDivergedError when the loss became NaN/inf, or when `refused` (why the
+        checkpoint callback did not save an epoch, RunCheckpoint.refused) is set; the message
+        names the checkpoint a rerun resumes from, as the index of `checkpoint_dir` says."""
+        if self.stopped_at is None and refused is None:
+            return
         if self.stopped_at is not None:
             epoch, batch = self.stopped_at
-            raise TrainingDivergedError(
-                f"loss became NaN/inf in epoch {epoch} (batch {batch}); the last good checkpoint "
-                f"in {checkpoint_dir} is kept. Lower learning_rate or set clip_norm, then rerun "
-                "to resume from it."
-            )
+            what = f"loss became NaN/inf in epoch {epoch} (batch {batch})"
+        else:
+            what = "weights became NaN/inf"
+        detail = f"; {refused}" if refused else ""
+        rerun = "resume from it" if read_index(checkpoint_dir) else "start again"
+        raise TrainingDivergedError(
+            f"{what}{detail}; {kept_account(checkpoint_dir)}. Lower learning_rate or set "
+            f"clip_norm, then rerun to {rerun}."
+        )
 
 
 class ValidationGAP(keras.callbacks.Callback):
@@ -176,7 +199,12 @@ class ValidationGAP(keras.callbacks.Callback):
         if logs is not None:
             logs["val_gap"] = gap
         print(f"epoch {epoch + 1}: validation GAP {gap:.4f}", flush=True)
-        if gap > self.best:
-            self.best = gap
-            if self.is_chief:
+        if not gap > self.best:
+            return
+        if self.is_chief:
+            try:
                 save_keras_atomic(self.save_model, self.best_path)
+            except NonFiniteWeights as error:  # the run stops: its checkpoint is refused too
+                print(f"epoch {epoch + 1}: {error}", flush=True)
+                return
+        self.best = gap

@@ -152,6 +152,7 @@ def _train(config: Config, setup, plan: TrainingPlan, verbose: int) -> str:
         config.backbone_lr_multiplier,
         start_epoch=start_epoch,
         enabled=setup.is_chief,
+        committed=checkpoint.finished_epochs if setup.is_chief else None,
     )
     nan_stop = cb.StopOnNaN()
     callbacks = [nan_stop]
@@ -159,7 +160,7 @@ def _train(config: Config, setup, plan: TrainingPlan, verbose: int) -> str:
         print("validation GAP is off in multi-worker training (run `infer` on the saved model)")
     elif plan.holdout_files:
         callbacks.append(_validation_callback(config, plan, setup, parts.embed_model, history))
-    callbacks += [history, checkpoint]
+    callbacks += [checkpoint, history]  # a history row only for a checkpointed epoch
 
     last_epoch = config.stop_after_epochs or config.epochs
     if start_epoch < last_epoch:
@@ -190,7 +191,7 @@ def _train(config: Config, setup, plan: TrainingPlan, verbose: int) -> str:
                 callbacks=callbacks,
                 verbose=verbose,
             )
-        nan_stop.raise_if_stopped(checkpoint_dir)
+        nan_stop.raise_if_stopped(checkpoint_dir, checkpoint.refused)
 
     if setup.is_chief:
         checkpoints.save_keras_atomic(parts.embed_model, os.path.join(run_dir, "embed_model.keras"))
