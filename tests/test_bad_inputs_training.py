@@ -20,8 +20,6 @@ import pytest
 from training_helpers import STEPS, checkpoint_numbers, tiny, tiny_bn_backbone
 
 from landmarks.cli import main
-from landmarks.errors import DataError
-from landmarks.training.callbacks import TrainingDivergedError
 from landmarks.training.checkpoints import (
     NonFiniteWeights,
     RunCheckpoint,
@@ -147,3 +145,148 @@ def test_an_epoch_cut_short_by_a_nan_loss_is_not_checkpointed(tmp_path):
         "epoch 1 was not checkpointed (its loss is nan)"
     )
     assert list(tmp_path.iterdir()) == []
+
+
+# --- D2: the checkpoint index -----------------------------------------------------------------
+
+DAMAGED_INDEXES = {
+    "no kept": '{"latest": "ckpt-2.h5", "finished_epochs": 2, "step": 4}',
+    "a JSON int": "42",
+    "not JSON": '{"latest": "ckpt-2.h5", "finish',
+    "latest not kept": '{"latest": "ckpt-2.h5", "finished_epochs": 2, "step": 4, "kept": []}',
+    "latest not its epoch": '{"latest": "ckpt-9.h5", "finished_epochs": 2, "step": 4, '
+    '"kept": ["ckpt-9.h5"]}',
+}
+
+
+@pytest.mark.parametrize("kind", sorted(DAMAGED_INDEXES))
+def test_a_damaged_index_is_named_and_no_checkpoint_is_deleted(
+    mini_records, tmp_path, capsys, kind
+):
+    config = tiny(mini_records, tmp_path / "out")
+    config_path = tmp_path / "c.yaml"
+    config.save(str(config_path))
+    folder = tmp_path / "out" / "run" / "checkpoints"
+    folder.mkdir(parents=True)
+    for name in ("ckpt-1.h5", "ckpt-2.h5", "ckpt-3.h5"):
+        (folder / name).write_bytes(name.encode())
+    (folder / "checkpoint.json").write_text(DAMAGED_INDEXES[kind])
+    status, out, error = _run(capsys, "train", "--config", config_path)
+    assert status == 2 and error.count("\n") == 1, error
+    assert error.startswith(f"error: {folder / 'checkpoint.json'}: damaged checkpoint index (")
+    assert "training on" not in out
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "checkpoint.json", "ckpt-1.h5", "ckpt-2.h5", "ckpt-3.h5",
+    ]  # fmt: skip
+    assert not (tmp_path / "out" / "run" / "config.yaml").exists()
+
+
+def test_leftovers_are_only_what_a_killed_save_left(tmp_path):
+    """Unlisted checkpoints older than the index's latest are not a killed save's: kept."""
+    for name in ("ckpt-1.h5", "ckpt-2.h5", "ckpt-3.h5", "ckpt-3.h5.tmp-0a1b2c3d", "notes.txt"):
+        (tmp_path / name).write_bytes(b"x")
+    index = {"latest": "ckpt-2.h5", "finished_epochs": 2, "step": 8, "kept": ["ckpt-2.h5"]}
+    (tmp_path / "checkpoint.json").write_text(json.dumps(index))
+    removed = RunCheckpoint(str(tmp_path), None, None).remove_leftovers()
+    assert removed == ["ckpt-3.h5", "ckpt-3.h5.tmp-0a1b2c3d"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "checkpoint.json", "ckpt-1.h5", "ckpt-2.h5", "notes.txt",
+    ]  # fmt: skip
+
+
+# --- settings: finite floats, float() spellings, expansion, ensemble and image sizes ----------
+
+
+def _alias_bomb(levels: int = 9) -> str:
+    """A YAML list of a few hundred bytes that expands to 9**levels values."""
+    lists = ["&l0 [1, 1, 1, 1, 1, 1, 1, 1, 1]"]
+    for level in range(1, levels):
+        lists.append(f"&l{level} [" + ", ".join([f"*l{level - 1}"] * 9) + "]")
+    return "[" + ", ".join(lists) + "]"
+
+
+def _train_config(mini_records, tmp_path, text: str = "") -> Path:
+    """A tiny run's config file, with `text` appended (YAML)."""
+    path = tmp_path / "c.yaml"
+    tiny(mini_records, tmp_path / "out").save(str(path))
+    path.write_text(path.read_text() + text)
+    return path
+
+
+@pytest.mark.parametrize(
+    "setting, message",
+    [
+        ("recognition_threshold=.nan", "recognition_threshold: expected a finite number, got nan"),
+        ("learning_rate=.nan", "learning_rate: expected a finite number, got nan"),
+        ("learning_rate=-.inf", "learning_rate: expected a finite number, got -inf"),
+        ("learning_rate=1e999", "learning_rate: expected a finite number, got '1e999'"),
+        ("tta_scales=[1, nan]", "tta_scales[1]: expected a finite number, got 'nan'"),
+        ("learning_rate=-1e-3", "learning_rate: must be > 0, got -0.001"),
+        ("weight_decay=-1", "weight_decay: must be >= 0, got -1.0"),
+        ("image_size=8192", "config: image_size must be an integer from 32 to 4096 px, got 8192"),
+        ("ensemble=[{image_size: 64}]", "ensemble[0]: model_path (the member's embed_model"),
+        ("ensemble=[{model_path: m.keras, image_size: 65536}]", "ensemble[0]: image_size must"),
+        ("ensemble=[{model_path: m.keras, tta_scales: [200]}]", "is 51200 px, more than 4096"),
+    ],
+)
+def test_a_bad_setting_is_refused_before_the_run_folder_is_written(
+    mini_records, tmp_path, capsys, setting, message
+):
+    """The run folder of an earlier run: its config.yaml is neither rewritten nor deleted."""
+    config_path = _train_config(mini_records, tmp_path)
+    run_dir = tmp_path / "out" / "run"
+    run_dir.mkdir(parents=True)
+    (run_dir / "config.yaml").write_text("the earlier run's settings\n")
+    status, out, error = _run(capsys, "train", "--config", config_path, "--set", setting)
+    assert status == 2 and error.count("\n") == 1 and message in error, error
+    assert "training on" not in out
+    assert (run_dir / "config.yaml").read_text() == "the earlier run's settings\n"
+
+
+def test_float_keys_take_what_python_float_reads(tmp_path):
+    from landmarks.config import Config
+
+    path = tmp_path / "c.yaml"
+    path.write_text("learning_rate: 1e-3\nmin_learning_rate: 5E-6\n")
+    config = Config.load(str(path), ["weight_decay=1e-4", "tta_scales=[1, 1.5e0]", "gem_p=3"])
+    assert (config.learning_rate, config.min_learning_rate) == (0.001, 5e-6)
+    assert (config.weight_decay, config.tta_scales, config.gem_p) == (1e-4, [1.0, 1.5], 3.0)
+    assert isinstance(config.gem_p, float)
+    with pytest.raises(ValueError, match="learning_rate: expected a number, got 'fast'"):
+        config.apply_overrides(["learning_rate=fast"])
+
+
+def test_an_alias_bomb_is_refused_before_it_expands(mini_records, tmp_path, capsys):
+    bomb = f"ensemble: {_alias_bomb()}\n"
+    assert len(bomb) < 800  # 9**9 = 387,420,489 values once expanded
+    config_path = _train_config(mini_records, tmp_path, bomb)
+    status, out, error = _run(capsys, "train", "--config", config_path)
+    assert status == 2 and "training on" not in out
+    assert error == (
+        f"error: {config_path}: expands to more than 100000 values (nested YAML aliases?); "
+        "write the values out instead\n"
+    )
+    assert not (tmp_path / "out").exists()
+    status, _, error = _run(
+        capsys, "train", "--config", _train_config(mini_records, tmp_path),
+        "--set", f"ensemble={_alias_bomb()}",
+    )  # fmt: skip
+    assert status == 2 and error.startswith("error: --set ensemble: expands to more than")
+
+
+def test_a_self_containing_alias_is_refused(tmp_path):
+    from landmarks.config import Config
+
+    path = tmp_path / "c.yaml"
+    path.write_text("ensemble: &loop [*loop]\n")
+    with pytest.raises(ValueError, match="expands to more than 100000 values"):
+        Config.load(str(path))
+
+
+def test_adamw_without_weight_decay_builds():
+    """weight_decay 0 with AdamW: Keras' AdamW refuses None, which 0 used to become."""
+    from landmarks.training.optimization import make_optimizer, make_schedule
+
+    optimizer = make_optimizer("adamw", make_schedule(0.01, 20, 2, 0.0), weight_decay=0.0,
+                               clip_norm=0.0)  # fmt: skip
+    assert optimizer.weight_decay == 0.0

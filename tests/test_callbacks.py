@@ -122,7 +122,8 @@ def test_nan_loss_stops_and_raises_a_clear_error(tmp_path):
     assert stop.stopped_at == (1, 1)
     assert int(model.optimizer.iterations.numpy()) == 2
     with pytest.raises(
-        TrainingDivergedError, match="epoch 1 .batch 1.; no checkpoint is kept.*rerun to start again"
+        TrainingDivergedError,
+        match="epoch 1 .batch 1.; no checkpoint is kept.*rerun to start again",
     ):
         stop.raise_if_stopped(str(tmp_path))
 

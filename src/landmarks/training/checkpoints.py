@@ -198,7 +198,9 @@ class RunCheckpoint(keras.callbacks.Callback):
         index = {"latest": name, "finished_epochs": finished_epochs, "step": step, "kept": kept}
         try:
             _write_h5(path, arrays, attributes)
-            write_text_atomic(os.path.join(self.directory, INDEX), json.dumps(index, indent=1) + "\n")
+            write_text_atomic(
+                os.path.join(self.directory, INDEX), json.dumps(index, indent=1) + "\n"
+            )
         except OSError as error:
             raise DataError(
                 f"{path}: checkpoint not written ({os_error_reason(error)}); {kept_account(self.directory)}"

@@ -114,6 +114,7 @@ def _train(config: Config, setup, plan: TrainingPlan, verbose: int) -> str:
     resolved.num_classes = plan.num_classes
     run_dir = config.run_dir
     checkpoint_dir = os.path.join(run_dir, "checkpoints")
+    resuming = checkpoints.read_index(checkpoint_dir) is not None  # a damaged one: DataError
     _check_resume_compatible(resolved, run_dir)
     print(
         f"training on {setup}, {precision}, global batch {plan.global_batch}, "
@@ -128,7 +129,6 @@ def _train(config: Config, setup, plan: TrainingPlan, verbose: int) -> str:
     keras.mixed_precision.set_global_policy(precision)
     keras.utils.set_random_seed(config.seed)
     with setup.scope():
-        resuming = checkpoints.read_index(checkpoint_dir) is not None
         init_from = "" if resuming else config.init_from
         parts = _build_and_compile(resolved, plan, jit_compile, init_from=init_from)
         checkpoint = checkpoints.RunCheckpoint(
