@@ -226,7 +226,10 @@ def _train_config(mini_records, tmp_path, text: str = "") -> Path:
         ("image_size=8192", "config: image_size must be an integer from 32 to 4096 px, got 8192"),
         ("ensemble=[{image_size: 64}]", "ensemble[0]: model_path (the member's embed_model"),
         ("ensemble=[{model_path: m.keras, image_size: 65536}]", "ensemble[0]: image_size must"),
-        ("ensemble=[{model_path: m.keras, tta_scales: [200]}]", "is 51200 px, more than 4096"),
+        (
+            "ensemble=[{model_path: m.keras, tta_scales: [200]}]",
+            "image_size 64 x tta_scale 200 is 12800 px, more than 4096",
+        ),
     ],
 )
 def test_a_bad_setting_is_refused_before_the_run_folder_is_written(

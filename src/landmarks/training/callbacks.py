@@ -21,29 +21,18 @@ import keras
 import numpy as np
 
 from landmarks.errors import LandmarksError
-from landmarks.io_utils import write_text_atomic
+from landmarks.io_utils import write_refusals_reported, write_text_atomic
 from landmarks.training.checkpoints import (
     NonFiniteWeights,
-    _exists,
     kept_account,
     read_index,
     save_keras_atomic,
 )
-
-HISTORY_COLUMNS = ("epoch", "step", "loss", "learning_rate", "backbone_learning_rate", "val_gap")
+from landmarks.training.history import HISTORY_COLUMNS, read_history
 
 
 class TrainingDivergedError(LandmarksError):
     """The loss or the weights became NaN or infinite; the last good checkpoint is kept."""
-
-
-def read_history(path: str) -> list[dict]:
-    """Rows of an existing history.csv (strings), or [] when there is none."""
-    if not _exists(path):
-        return []
-    from landmarks.io_utils import read_text
-
-    return list(csv.DictReader(io.StringIO(read_text(path))))
 
 
 class HistoryCSV(keras.callbacks.Callback):
@@ -97,7 +86,8 @@ class HistoryCSV(keras.callbacks.Callback):
             writer = csv.DictWriter(buffer, fieldnames=HISTORY_COLUMNS, lineterminator="\n")
             writer.writeheader()
             writer.writerows(self.rows)
-            write_text_atomic(self.path, buffer.getvalue())
+            with write_refusals_reported(self.path):
+                write_text_atomic(self.path, buffer.getvalue())
 
 
 class StopOnNaN(keras.callbacks.Callback):

@@ -49,7 +49,7 @@ import keras
 import numpy as np
 
 from landmarks.errors import ConfigError, DataError, LandmarksError
-from landmarks.io_utils import os_error_reason, read_text, write_text_atomic
+from landmarks.io_utils import read_text, write_refusals_reported, write_text_atomic
 
 KEEP_CHECKPOINTS = 2
 INDEX = "checkpoint.json"
@@ -196,15 +196,11 @@ class RunCheckpoint(keras.callbacks.Callback):
         kept = [n for n in (previous["kept"] if previous else []) if n != name] + [name]
         dropped, kept = kept[:-KEEP_CHECKPOINTS], kept[-KEEP_CHECKPOINTS:]
         index = {"latest": name, "finished_epochs": finished_epochs, "step": step, "kept": kept}
-        try:
+        with write_refusals_reported(path, f"; {kept_account(self.directory)}"):
             _write_h5(path, arrays, attributes)
             write_text_atomic(
                 os.path.join(self.directory, INDEX), json.dumps(index, indent=1) + "\n"
             )
-        except OSError as error:
-            raise DataError(
-                f"{path}: checkpoint not written ({os_error_reason(error)}); {kept_account(self.directory)}"
-            ) from error
         for old in dropped:
             old_path = os.path.join(self.directory, old)
             if _exists(old_path):
@@ -310,13 +306,18 @@ def _write_h5(path: str, groups: dict, attributes: dict) -> None:
         os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
         local = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
     try:
-        with h5py.File(local, "w") as handle:
-            handle.attrs.update(attributes)
-            for group_name, arrays in groups.items():
-                group = handle.create_group(group_name)
-                for position, (variable_path, array) in enumerate(arrays):
-                    dataset = group.create_dataset(str(position), data=array)
-                    dataset.attrs["path"] = variable_path
+        try:
+            with h5py.File(local, "w") as handle:
+                handle.attrs.update(attributes)
+                for group_name, arrays in groups.items():
+                    group = handle.create_group(group_name)
+                    for position, (variable_path, array) in enumerate(arrays):
+                        dataset = group.create_dataset(str(position), data=array)
+                        dataset.attrs["path"] = variable_path
+        except OSError as error:  # h5py's message spans lines: the system's words instead
+            if error.errno is None:
+                raise
+            raise OSError(error.errno, os.strerror(error.errno), path) from error
         if remote:
             _gfile().makedirs(os.path.dirname(path))
             staged = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
@@ -407,15 +408,15 @@ def restore_model_weights(model, path: str) -> str:
 
 def save_keras_atomic(model, path: str) -> None:
     """`model.save(path)` through a temporary .keras name and a rename (local or gs://), only
-    from finite weights (NonFiniteWeights, nothing written); DataError naming `path` when it
-    cannot be written (a full disk, a read-only folder), what was there before kept."""
+    from finite weights (NonFiniteWeights, nothing written); DataError naming `path` when the
+    file system refuses the write (a full disk, a read-only folder), what was there kept."""
     require_finite(((v.path, _to_numpy(v)) for v in model.weights), path)
     directory, name = os.path.split(path)
     tmp = os.path.join(directory, f".tmp-{os.getpid()}-{name}")
-    try:
-        model.save(tmp)
-        _gfile().rename(tmp, path, overwrite=True)
-    except OSError as error:
-        if _exists(tmp):
-            _gfile().remove(tmp)
-        raise DataError(f"{path}: not written ({os_error_reason(error)})") from error
+    with write_refusals_reported(path):
+        try:
+            model.save(tmp)
+            _gfile().rename(tmp, path, overwrite=True)
+        finally:
+            if _exists(tmp):
+                _gfile().remove(tmp)

@@ -23,6 +23,7 @@ import os
 
 from landmarks.config import Config
 from landmarks.errors import ConfigError
+from landmarks.io_utils import write_refusals_reported
 from landmarks.training.plan import SHAPE_KEYS, TrainingPlan, check_config
 
 
@@ -123,8 +124,10 @@ def _train(config: Config, setup, plan: TrainingPlan, verbose: int) -> str:
         flush=True,
     )
     if setup.is_chief:
-        tf.io.gfile.makedirs(run_dir)
-        resolved.save(os.path.join(run_dir, "config.yaml"))
+        config_path = os.path.join(run_dir, "config.yaml")
+        with write_refusals_reported(config_path):
+            tf.io.gfile.makedirs(run_dir)
+            resolved.save(config_path)
 
     keras.mixed_precision.set_global_policy(precision)
     keras.utils.set_random_seed(config.seed)
@@ -311,4 +314,5 @@ def _plot_curves(history_csv: str, out_png: str) -> None:
         return
     from landmarks.plots import plot_history
 
-    plot_history(history_csv, out_png)
+    with write_refusals_reported(out_png):
+        plot_history(history_csv, out_png)
