@@ -20,6 +20,7 @@ import pytest
 from training_helpers import STEPS, checkpoint_numbers, tiny, tiny_bn_backbone
 
 from landmarks.cli import main
+from landmarks.errors import DataError
 from landmarks.training.checkpoints import (
     NonFiniteWeights,
     RunCheckpoint,
@@ -293,3 +294,128 @@ def test_adamw_without_weight_decay_builds():
     optimizer = make_optimizer("adamw", make_schedule(0.01, 20, 2, 0.0), weight_decay=0.0,
                                clip_norm=0.0)  # fmt: skip
     assert optimizer.weight_decay == 0.0
+
+
+def test_an_embedding_pass_that_drops_every_image_says_so(
+    mini_records, tiny_models, tmp_path, capsys
+):
+    """Every test photo fails to decode: not "the dataset is empty", but which split, how many
+    images and at which sizes, as one line."""
+    data_dir = tmp_path / "data"
+    for image_id in ("0a1", "0b2", "0c3"):
+        photo = data_dir / "test" / "0" / image_id[1] / image_id[2] / f"{image_id}.jpg"
+        photo.parent.mkdir(parents=True)
+        photo.write_bytes(b"\xff\xd8 not really a JPEG")
+    config = tmp_path / "c.yaml"
+    config.write_text(
+        f"data_dir: {data_dir}\nrecords_dir: {mini_records}\noutput_dir: {tmp_path / 'out'}\n"
+        f"model_path: {tiny_models[0]}\nimage_size: 64\n"
+    )
+    out = tmp_path / "s.csv"
+    status, _, error = _run(
+        capsys, "infer", "--config", config, "--task", "retrieval", "--out", out
+    )
+    assert status == 2 and error.count("\n") == 1, error
+    assert error.startswith("error: test: no image embedded of 3 ")
+    assert "failed to decode or to resize to image_size 64 x tta_scales [1.0]" in error
+    assert not out.exists()
+
+
+# --- failing file systems: one line naming the folder or file ---------------------------------
+
+
+def _refuse_writes_under(monkeypatch, folder: Path, code: int) -> None:
+    """os.makedirs and os.open fail with `code` (e.g. EROFS: a read-only mount) below
+    `folder`, as the kernel would; tests run as root, which file modes do not stop."""
+    import os
+
+    def refusing(real):
+        def call(path, *args, **kwargs):
+            if str(path).startswith(str(folder)):
+                raise OSError(code, os.strerror(code), str(path))
+            return real(path, *args, **kwargs)
+
+        return call
+
+    monkeypatch.setattr(os, "makedirs", refusing(os.makedirs))
+    monkeypatch.setattr(os, "open", refusing(os.open))
+
+
+def _earlier_run(folder: Path, history: str) -> Path:
+    """A run folder as `resume_from` finds it: config.yaml, history.csv, a checkpoint."""
+    (folder / "checkpoints").mkdir(parents=True)
+    (folder / "config.yaml").write_text("run_name: run\n")
+    (folder / "history.csv").write_text(history)
+    (folder / "checkpoints" / "ckpt-1.h5").write_bytes(b"x")
+    return folder
+
+
+def test_resume_from_into_a_read_only_output_dir(mini_records, tmp_path, capsys, monkeypatch):
+    import errno
+
+    source = _earlier_run(tmp_path / "attached", "epoch,step\n1,4\n")
+    config_path = _train_config(mini_records, tmp_path)
+    _refuse_writes_under(monkeypatch, tmp_path / "out", errno.EROFS)
+    status, _, error = _run(
+        capsys, "train", "--config", config_path, "--set", f"resume_from={source}"
+    )
+    assert status == 2 and error == (
+        f"error: {tmp_path / 'out' / 'run'}: cannot be the run folder (Read-only file system); "
+        "set output_dir and run_name to a writable place\n"
+    )
+
+
+def test_a_run_name_too_long_for_the_file_system(mini_records, tmp_path, capsys):
+    config_path = _train_config(mini_records, tmp_path)
+    status, _, error = _run(
+        capsys, "train", "--config", config_path, "--set", "run_name=" + "r" * 300
+    )
+    assert status == 2 and error.count("\n") == 1
+    assert error.startswith(
+        f"error: {tmp_path / 'out' / ('r' * 300)}: cannot be the run folder (File name too long)"
+    )
+
+
+def test_a_resume_from_history_that_is_not_a_history(mini_records, tmp_path, capsys):
+    source = _earlier_run(tmp_path / "attached", "epoch,step\n1,4\nthree,8\n")
+    config_path = _train_config(mini_records, tmp_path)
+    status, _, error = _run(
+        capsys, "train", "--config", config_path, "--set", f"resume_from={source}"
+    )
+    assert status == 2 and error == (
+        f"error: {source / 'history.csv'}: line 3: epoch 'three' is not a whole number >= 1\n"
+    )
+    assert [p.name for p in (tmp_path / "out" / "run").iterdir()] == [".run.lock"]  # no copy
+
+
+def test_a_full_disk_while_checkpointing(mini_records, tmp_path, monkeypatch):
+    """The second checkpoint meets a full disk (h5py's own error, as a 64 KiB tmpfs gives it):
+    one line naming it and the checkpoint kept; no history row, no model for that epoch."""
+    import errno
+
+    from landmarks.training.trainer import train
+
+    real_file, calls = h5py.File, []
+
+    def full_on_the_second_write(name, mode="r", *args, **kwargs):
+        if mode == "w":
+            calls.append(name)
+            if len(calls) == 2:
+                Path(name).write_bytes(b"the part that fitted")
+                raise OSError(errno.ENOSPC, "Can't synchronously write data (file write failed:\n"
+                              "errno = 28, error message = 'No space left on device')")  # fmt: skip
+        return real_file(name, mode, *args, **kwargs)
+
+    monkeypatch.setattr(h5py, "File", full_on_the_second_write)
+    config = tiny(mini_records, tmp_path / "out", epochs=2)
+    folder = Path(config.run_dir) / "checkpoints"
+    with pytest.raises(DataError) as caught:
+        train(config, verbose=0)
+    assert str(caught.value) == (
+        f"{folder / 'ckpt-2.h5'}: cannot write (No space left on device); the last good "
+        f"checkpoint {folder / 'ckpt-1.h5'} (epoch 1) is kept"
+    )
+    assert sorted(p.name for p in folder.iterdir()) == ["checkpoint.json", "ckpt-1.h5"]
+    assert checkpoint_numbers(Path(config.run_dir)) == [1]
+    assert _history_epochs(Path(config.run_dir)) == [1]
+    assert not (Path(config.run_dir) / "embed_model.keras").exists()
