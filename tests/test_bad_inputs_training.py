@@ -17,7 +17,7 @@ import h5py
 import keras
 import numpy as np
 import pytest
-from training_helpers import STEPS, checkpoint_numbers, tiny, tiny_bn_backbone
+from training_helpers import STEPS, checkpoint_numbers, tiny
 
 from landmarks.cli import main
 from landmarks.errors import DataError
@@ -28,15 +28,7 @@ from landmarks.training.checkpoints import (
     save_keras_atomic,
 )
 
-
-@pytest.fixture(scope="module", autouse=True)
-def tiny_bn_registered():
-    """Backbone `tiny_bn` (training_helpers.tiny's) registered while this module runs."""
-    from landmarks.models.registry import BACKBONES
-
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setitem(BACKBONES, "tiny_bn", tiny_bn_backbone)
-        yield
+pytestmark = pytest.mark.usefixtures("tiny_bn_registered")
 
 
 def _run(capsys, *args) -> tuple[int, str, str]:

@@ -4,15 +4,16 @@ Run folder (config.run_dir):
     history.csv       epoch, step, loss, learning_rate, backbone_learning_rate, val_gap
     best_embed_model.keras   embedding model of the epoch with the best validation GAP
 
-Order matters at the end of an epoch: validation (adds val_gap) -> checkpoint
-(landmarks.training.checkpoints) -> history row. history.csv lists only epochs whose checkpoint
-was written: an epoch whose checkpoint failed (a full disk) or was refused (NaN/inf) has no row.
-A kill between the checkpoint and the history row leaves that epoch without a row (its loss is
-lost with the process); the resumed run goes on from the checkpoint.
+Order matters at the end of an epoch: validation (adds val_gap) -> history row -> checkpoint
+(landmarks.training.checkpoints). A kill between the history row and the checkpoint leaves a row
+that the resumed run rewrites; when the checkpoint fails (a full disk) or is refused (NaN/inf),
+`train` takes the row back (HistoryCSV.keep_epochs_up_to), so history.csv lists checkpointed
+epochs only.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import math
@@ -41,9 +42,7 @@ class HistoryCSV(keras.callbacks.Callback):
     Columns: epoch (1-based), step (optimizer iterations at the end of the epoch), loss (mean
     training loss of the epoch), learning_rate (head rate the schedule gives at `step`),
     backbone_learning_rate (that times the multiplier), val_gap (empty when not validated).
-    On resume, rows of epochs after the restored checkpoint are dropped. `committed` (e.g.
-    RunCheckpoint.finished_epochs; run after the checkpoint) gives the finished epochs of the
-    latest checkpoint: an epoch past it (not checkpointed) gets no row.
+    On resume, rows of epochs after the restored checkpoint are dropped.
     """
 
     def __init__(
@@ -54,19 +53,15 @@ class HistoryCSV(keras.callbacks.Callback):
         *,
         start_epoch: int,
         enabled: bool = True,
-        committed=None,
     ):
         super().__init__()
         self.path = path
         self.schedule = schedule
         self.backbone_multiplier = backbone_multiplier
         self.enabled = enabled
-        self.committed = committed
         self.rows = [r for r in read_history(path) if int(r["epoch"]) <= start_epoch]
 
     def on_epoch_end(self, epoch, logs=None):
-        if self.committed is not None and self.committed() < epoch + 1:
-            return
         logs = logs or {}
         step = int(self.model.optimizer.iterations.numpy())
         rate = float(keras.ops.convert_to_numpy(self.schedule(step)))
@@ -81,13 +76,29 @@ class HistoryCSV(keras.callbacks.Callback):
                 "val_gap": "" if val_gap is None else f"{float(val_gap):.6f}",
             }
         )
-        if self.enabled:
-            buffer = io.StringIO()
-            writer = csv.DictWriter(buffer, fieldnames=HISTORY_COLUMNS, lineterminator="\n")
-            writer.writeheader()
-            writer.writerows(self.rows)
-            with write_refusals_reported(self.path):
-                write_text_atomic(self.path, buffer.getvalue())
+        self._write()
+
+    def keep_epochs_up_to(self, epoch: int) -> None:
+        """Drop the rows after `epoch` (the last checkpointed one) and rewrite the file, when
+        there are any. A refused rewrite (the disk that failed the checkpoint is still full)
+        is left for the resumed run, which drops those rows too: the error that stopped the
+        run is the one to report."""
+        kept = [row for row in self.rows if int(row["epoch"]) <= epoch]
+        if len(kept) == len(self.rows):
+            return
+        self.rows = kept
+        with contextlib.suppress(LandmarksError):
+            self._write()
+
+    def _write(self) -> None:
+        if not self.enabled:
+            return
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=HISTORY_COLUMNS, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(self.rows)
+        with write_refusals_reported(self.path):
+            write_text_atomic(self.path, buffer.getvalue())
 
 
 class StopOnNaN(keras.callbacks.Callback):

@@ -155,7 +155,6 @@ def _train(config: Config, setup, plan: TrainingPlan, verbose: int) -> str:
         config.backbone_lr_multiplier,
         start_epoch=start_epoch,
         enabled=setup.is_chief,
-        committed=checkpoint.finished_epochs if setup.is_chief else None,
     )
     nan_stop = cb.StopOnNaN()
     callbacks = [nan_stop]
@@ -163,7 +162,7 @@ def _train(config: Config, setup, plan: TrainingPlan, verbose: int) -> str:
         print("validation GAP is off in multi-worker training (run `infer` on the saved model)")
     elif plan.holdout_files:
         callbacks.append(_validation_callback(config, plan, setup, parts.embed_model, history))
-    callbacks += [checkpoint, history]  # a history row only for a checkpointed epoch
+    callbacks += [history, checkpoint]
 
     last_epoch = config.stop_after_epochs or config.epochs
     if start_epoch < last_epoch:
@@ -184,16 +183,20 @@ def _train(config: Config, setup, plan: TrainingPlan, verbose: int) -> str:
         trainer = multi_worker_trainer(parts.model) if setup.multi_worker else parts.model
         if trainer is not parts.model:
             _compile(trainer, parts, config, jit_compile)
-        with setup.scope(), naming_bad_records(plan.train_files + plan.holdout_files):
-            trainer.fit(
-                dataset,
-                epochs=last_epoch,
-                initial_epoch=start_epoch,
-                steps_per_epoch=plan.steps_per_epoch,
-                shuffle=False,  # the records are shuffled by the input pipeline
-                callbacks=callbacks,
-                verbose=verbose,
-            )
+        try:
+            with setup.scope(), naming_bad_records(plan.train_files + plan.holdout_files):
+                trainer.fit(
+                    dataset,
+                    epochs=last_epoch,
+                    initial_epoch=start_epoch,
+                    steps_per_epoch=plan.steps_per_epoch,
+                    shuffle=False,  # the records are shuffled by the input pipeline
+                    callbacks=callbacks,
+                    verbose=verbose,
+                )
+        finally:  # no row for an epoch whose checkpoint failed or was refused
+            if setup.is_chief:
+                history.keep_epochs_up_to(checkpoint.finished_epochs())
         nan_stop.raise_if_stopped(checkpoint_dir, checkpoint.refused)
 
     if setup.is_chief:
