@@ -12,7 +12,9 @@
    slots and iterations, so the schedule goes on where it stopped; `resume_from` first copies
    an earlier session's run folder in) or, for a new staged run, load the weights of `init_from`;
 5. fit with a checkpoint per epoch, history.csv, NaN stop and a validation GAP every
-   `validate_every` epochs (landmarks.training.callbacks);
+   `validate_every` epochs (landmarks.training.callbacks); only finite weights are written, so
+   a run whose loss or weights become NaN/inf stops with the last good checkpoint still the
+   latest, and history.csv lists checkpointed epochs only;
 6. write embed_model.keras (the last epoch), config.yaml, curves.png in the run folder.
 """
 
