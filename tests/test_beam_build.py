@@ -153,10 +153,12 @@ def test_direct_runner_is_pinned_to_the_python_engine():
     assert runner(["--runner=PrismRunner"]) == "PrismRunner"
 
 
-def test_pipeline_options_need_the_beam_engine(gldv2_dir, tmp_path):
+def test_pipeline_options_need_the_beam_engine_and_a_known_runner(gldv2_dir, tmp_path):
     with pytest.raises(ConfigError, match=r"--runner=FnApiRunner\) need --engine beam"):
         _local(gldv2_dir, tmp_path, pipeline_args=("--runner=FnApiRunner",))
-    assert not list(tmp_path.glob("*.tfrec"))
+    with pytest.raises(ConfigError, match=r"after `--`: Unexpected pipeline runner: Nope\."):
+        _local(gldv2_dir, tmp_path, engine="beam", pipeline_args=("--runner=Nope",))
+    assert not list(tmp_path.rglob("*.tfrec")) and not list(tmp_path.rglob("*.jsonl"))
 
 
 def test_missing_apache_beam_is_a_one_line_error(gldv2_dir, tmp_path, monkeypatch):

@@ -150,6 +150,10 @@ def run(
 
     options = pipeline_options(pipeline_args)
     runner = options.view_as(beam.options.pipeline_options.StandardOptions).runner
+    try:  # Beam checks the runner's name and options here, before anything is written
+        pipeline = beam.Pipeline(options=options)
+    except ValueError as error:
+        raise ConfigError(f"Beam pipeline options after `--`: {error}") from error
     head = tfrecords.task_head(
         plan, source, task_index, num_tasks, {"engine": "beam", "runner": str(runner)}
     )
@@ -159,7 +163,7 @@ def run(
     files = [job.file for job in jobs]
     images = sum(len(job.ids) for job in jobs)
     print(f"beam: {len(jobs)} shards, {images} images, runner {runner}", flush=True)
-    with beam.Pipeline(options=options) as pipeline:
+    with pipeline:
         (
             pipeline
             | "Shards" >> beam.Create(elements)

@@ -24,6 +24,9 @@ One build can be split across machines: every task computes the same plan (same 
 seed) and writes the shards whose global number u satisfies u % num_tasks == task_index, plus
 its own task manifest; the last task to finish (or `merge_manifests`) joins them into
 manifest.json after checking that every shard is there.
+
+`engine="beam"` writes the same plan's shards on Apache Beam (landmarks.data.beam_build:
+Dataflow, Flink, Spark or locally) instead of the local process pool.
 """
 
 from __future__ import annotations
