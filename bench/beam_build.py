@@ -13,6 +13,9 @@ processes that import TensorFlow, as a Dataflow worker does once) and the Beam r
 building and running the pipeline. Per worker = images/s divided by the workers. The 1-worker
 builds run wholly in this process, so their images per CPU-second (time.process_time) are a
 worker's rate that other jobs on the machine hardly change; the 2-worker wall rates are not.
+Beam's fixed cost per build (building and running a pipeline, in CPU-seconds of this process)
+is measured on builds of 16 images, and the 1-worker re-encode ratio is also given without it:
+the per-image ratio that a build of hours approaches.
 The last line printed is one JSON object with the ratios beam / local per worker.
 
     .venv/bin/python bench/beam_build.py [--source views|photos] [--data input/mini-landmarks]
@@ -61,6 +64,14 @@ def main() -> None:
         shutil.rmtree(out)
         return n / seconds
 
+    def small_build_cpu(name: str, **options) -> float:
+        """CPU-seconds of this process for 16 copied images in 2 shards: mostly fixed costs."""
+        out = os.path.join(work, name)
+        start = time.process_time()
+        write_records(table.iloc[:16], out, num_shards=2, progress=False, **options)
+        shutil.rmtree(out)
+        return time.process_time() - start
+
     size = args.image_size
     try:
         # warm-up: TensorFlow and Beam imported, the local forkserver started
@@ -76,6 +87,10 @@ def main() -> None:
             "copy-local1": rate("cl1", None, workers=1),
             "copy-beam1": rate("cb1", None, engine="beam"),
         }
+        # Beam's fixed cost per build (pipeline built and run), best of 3, above the local one's
+        fixed = min(small_build_cpu(f"sb{i}", engine="beam") for i in range(3)) - min(
+            small_build_cpu(f"sl{i}", workers=1) for i in range(3)
+        )
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -96,6 +111,10 @@ def main() -> None:
         "beam_vs_local_copy_1_worker": round(rates["copy-beam1"] / rates["copy-local1"], 3),
         "beam_vs_local_1_worker_cpu": round(cpu_rates["b1"] / cpu_rates["l1"], 3),
         "beam_vs_local_copy_1_worker_cpu": round(cpu_rates["cb1"] / cpu_rates["cl1"], 3),
+        "beam_fixed_cpu_s": round(fixed, 3),
+        "beam_vs_local_1_worker_cpu_less_fixed": round(
+            (n / (n / cpu_rates["b1"] - fixed)) / cpu_rates["l1"], 3
+        ),
         "per_worker_images_per_s": {k: round(v, 1) for k, v in rates.items()},
         "images_per_cpu_s_1_worker": {
             k: round(cpu_rates[k], 1) for k in ("l1", "b1", "cl1", "cb1")

@@ -19,6 +19,7 @@ Output folder (local or gs://):
     manifest.json                   shards with their counts, totals, skipped images with their
                                     reasons, the options used, the label map path
     _build/                         one receipt per finished shard and one manifest per task
+                                    (and a Beam build's jobs file per task)
 
 One build can be split across machines: every task computes the same plan (same table, same
 seed) and writes the shards whose global number u satisfies u % num_tasks == task_index, plus
