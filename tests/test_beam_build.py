@@ -161,6 +161,20 @@ def test_pipeline_options_need_the_beam_engine_and_a_known_runner(gldv2_dir, tmp
     assert not list(tmp_path.rglob("*.tfrec")) and not list(tmp_path.rglob("*.jsonl"))
 
 
+def test_cli_passes_what_follows_the_double_dash_to_beam(gldv2_dir, tmp_path, capsys):
+    from landmarks.cli import main
+
+    args = ["prepare", "--data-dir", str(gldv2_dir), "--split", "train", "--out", str(tmp_path)]
+    assert main([*args, "--", "--runner=DataflowRunner"]) == 2
+    error = capsys.readouterr().err
+    assert (
+        error == "error: pipeline options after `--` (--runner=DataflowRunner) need --engine beam\n"
+    )
+    assert main([*args, "--engine", "beam", "--", "--runner=Nope", "--project=P"]) == 2
+    assert "Unexpected pipeline runner: Nope" in capsys.readouterr().err
+    assert not list(tmp_path.rglob("*.tfrec"))
+
+
 def test_missing_apache_beam_is_a_one_line_error(gldv2_dir, tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "apache_beam", None)  # `import apache_beam` fails
     monkeypatch.delitem(sys.modules, "landmarks.data.beam_build", raising=False)
