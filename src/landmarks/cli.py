@@ -299,6 +299,20 @@ def _register_prepare(subparsers) -> None:
         "--task-index", type=int, default=0, help="which of --num-tasks this run is (0-based)"
     )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument(
+        "--engine",
+        choices=("local", "beam"),
+        default="local",
+        help="local: --workers processes on this machine (default); beam: Apache Beam "
+        "(Dataflow, Flink, Spark, or locally), the same plan and shards",
+    )
+    parser.add_argument(
+        "pipeline_args",
+        nargs="*",
+        metavar="-- BEAM_PIPELINE_OPTIONS",
+        help="with --engine beam: Beam's options after `--`, e.g. -- --runner=DataflowRunner "
+        "--project=P --region=R --temp_location=gs://b/tmp (default: this machine, offline)",
+    )
     parser.set_defaults(handler=_run_prepare)
 
 
@@ -317,6 +331,8 @@ def _run_prepare(args) -> int:
         task_index=args.task_index,
         jpeg_quality=args.jpeg_quality,
         progress=not args.quiet,
+        engine=args.engine,
+        pipeline_args=tuple(args.pipeline_args),
     )
     if (args.data_dir is None) == (args.csv is None):
         raise ConfigError("prepare needs exactly one of --data-dir or --csv")
