@@ -689,15 +689,28 @@ def list_shards(records_dir: str, split: str) -> list[str]:
 
 
 def read_label_map(records_dir: str) -> pd.DataFrame:
-    """label_map.csv beside the records: DataFrame(landmark_id, label, count), int64."""
+    """label_map.csv beside the records: DataFrame(landmark_id, label, count), int64, one row
+    per class. The one reader of the file: DataError naming it and the rows at fault unless
+    every value is an integer >= 0, the labels are 0..C-1 each once and the landmark ids are
+    unique (a label listed twice would send its votes to whichever landmark came last)."""
     from landmarks.data.shard_writer import join
 
     path = join(records_dir, LABEL_MAP)
     frame = tables.read_csv(path)
     tables.require_columns(frame, ["landmark_id", "label", "count"], path)
-    return pd.DataFrame(
+    table = pd.DataFrame(
         {c: tables.integer_labels(frame[c], c, path) for c in ("landmark_id", "label", "count")}
     )
+    for column in ("landmark_id", "label"):
+        tables.check_unique_ids(table[column].astype(str), path, what=f"{column}s")
+    outside = np.flatnonzero(table["label"].to_numpy() >= len(table))
+    if len(outside):
+        rows = [f"row {i + 2} ({table['label'].iloc[i]})" for i in outside]
+        raise DataError(
+            f"{path}: labels must be 0..{len(table) - 1} (one per row); "
+            f"not: {tables.summarize(rows)}"
+        )
+    return table
 
 
 def parse_example(serialized):
