@@ -7,6 +7,7 @@ test_records_bad_inputs.py. All use the mini-landmarks fixtures of conftest.py.
 
 from __future__ import annotations
 
+import errno
 import os
 from pathlib import Path
 
@@ -78,3 +79,173 @@ def test_a_valid_label_map_reads_in_any_row_order(tmp_path):
     (tmp_path / "label_map.csv").write_text("landmark_id,label,count\n9,1,2\n7,0,3\n")
     table = read_label_map(str(tmp_path))
     assert table.to_dict("list") == {"landmark_id": [9, 7], "label": [1, 0], "count": [2, 3]}
+
+
+# --- D4: export --out -----------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def run_folder(tmp_path_factory, tiny_models, mini_records) -> Path:
+    """A finished run folder: a tiny embed_model.keras and the resolved config.yaml."""
+    import shutil
+
+    from landmarks.config import Config
+
+    run = tmp_path_factory.mktemp("runs") / "run"
+    run.mkdir()
+    shutil.copyfile(tiny_models[0], run / "embed_model.keras")
+    config = {"records_dir": str(mini_records), "output_dir": str(run.parent), "run_name": "run"}
+    Config.from_dict(config).save(str(run / "config.yaml"))
+    return run
+
+
+def _export(capsys, run_folder, out, *extra):
+    return _run(capsys, "export", "--run", run_folder, "--out", out, *extra)
+
+
+def _tree(folder: Path) -> dict[str, bytes]:
+    return {
+        str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()
+    }
+
+
+def test_export_never_replaces_files_that_only_share_an_exports_names(run_folder, tmp_path, capsys):
+    out = tmp_path / "model"
+    (out / "embeddings").mkdir(parents=True)
+    (out / "config.yaml").write_text("mine: 1\n")
+    (out / "embeddings" / "precious_results.bin").write_bytes(b"\x00precious")
+    before = _tree(out)
+    status, _, error = _export(capsys, run_folder, out)
+    assert status == 2 and error == (
+        f"error: export --out {out}: the folder is not empty and not an earlier export (no "
+        "export.json): it holds config.yaml, embeddings, embeddings/precious_results.bin; "
+        "export into an empty folder or an earlier export\n"
+    )
+    assert _tree(out) == before and sorted(os.listdir(tmp_path)) == ["model"]
+
+
+def test_export_replaces_an_earlier_export_but_not_what_was_added_to_it(
+    run_folder, tmp_path, capsys
+):
+    out = tmp_path / "model"
+    assert _export(capsys, run_folder, out)[0] == 0
+    (out / "dataset-metadata.json").write_text("{}")  # `kaggle publish` leaves it
+    (out / "config.yaml").write_text("edited: 1\n")
+    assert _export(capsys, run_folder, out)[0] == 0  # an earlier export: replaced whole
+    assert "edited" not in (out / "config.yaml").read_text()
+    assert sorted(os.listdir(out)) == ["config.yaml", "embed_model.keras", "export.json", "label_map.csv"]  # fmt: skip
+
+    (out / "embeddings").mkdir()
+    (out / "embeddings" / "precious_results.bin").write_bytes(b"\x00precious")
+    before = _tree(out)
+    status, _, error = _export(capsys, run_folder, out)
+    assert status == 2 and error.startswith(
+        f"error: export --out {out}: an earlier export, but it also holds files no export "
+        "wrote: embeddings, embeddings/precious_results.bin; "
+    )
+    assert _tree(out) == before
+
+
+def _dead_pid() -> int:
+    import subprocess
+    import sys
+
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
+
+
+def test_a_killed_exports_staging_folder_is_removed_only_when_provably_ours(
+    run_folder, tmp_path, capsys
+):
+    import json
+    import socket
+
+    def staging(name: str, pid: int | None) -> Path:
+        folder = tmp_path / name
+        (folder / "embeddings").mkdir(parents=True)
+        (folder / "embeddings" / "train.npz").write_bytes(b"\x00" * 4096)
+        if pid is not None:
+            mark = {"landmarks_export": 1, "files": [], "host": socket.gethostname(), "pid": pid}
+            (folder / "export.json").write_text(json.dumps(mark))
+        return folder
+
+    killed = staging(".model.export-0123abcd", _dead_pid())
+    running = staging(".model.export-4567abcd", os.getpid())  # an export still at work
+    unmarked = staging(".model.export-89abcdef", None)  # not provably ours
+    other = staging(".other.export-0123abcd", _dead_pid())  # another export's
+    status, out, _ = _export(capsys, run_folder, tmp_path / "model")
+    assert status == 0
+    assert f"removed {killed}: left by an export that was stopped before it finished" in out
+    assert not killed.exists()
+    assert running.exists() and unmarked.exists() and other.exists()
+
+
+@pytest.mark.parametrize("code", [errno.ENOSPC, errno.EROFS])
+def test_export_that_the_disk_refuses_keeps_the_earlier_export(
+    run_folder, tmp_path, capsys, monkeypatch, code
+):
+    from landmarks.inference import export
+
+    out = tmp_path / "model"
+    assert _export(capsys, run_folder, out)[0] == 0
+    before = _tree(out)
+
+    def refused(*_args, **_kwargs):
+        raise OSError(code, os.strerror(code))
+
+    monkeypatch.setattr(export, "_write_mark", refused)  # the first write into the staging folder
+    status, _, error = _export(capsys, run_folder, out)
+    assert status == 2 and error == (
+        f"error: export --out {out}: cannot write ({os.strerror(code)}); an earlier export "
+        "there is left as it was\n"
+    )
+    assert _tree(out) == before and sorted(os.listdir(tmp_path)) == ["model"]
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 512 KiB tmpfs at tmp_path/disk (unmounted afterwards); skipped where this process may
+    not mount (not root, or a container without CAP_SYS_ADMIN)."""
+    import subprocess
+
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=512k", "tmpfs", str(disk)], capture_output=True
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
+    yield disk
+    subprocess.run(["umount", str(disk)], check=True)
+
+
+def _fill(disk: Path) -> None:
+    """Fill `disk` to the last byte."""
+    with pytest.raises(OSError) as full:
+        with open(disk / "filler", "wb", buffering=0) as handle:
+            while True:
+                handle.write(b"\x00" * 4096)
+    assert full.value.errno == errno.ENOSPC
+
+
+def test_export_onto_a_real_full_or_read_only_disk(run_folder, small_disk, capsys):
+    import subprocess
+
+    out = small_disk / "model"
+    assert _export(capsys, run_folder, out)[0] == 0
+    before = _tree(out)
+    _fill(small_disk)
+    status, _, error = _export(capsys, run_folder, out)
+    assert status == 2 and error.startswith(f"error: export --out {out}: cannot write (")
+    assert "\n" not in error.rstrip("\n")
+    assert _tree(out) == before and sorted(os.listdir(small_disk)) == ["filler", "model"]
+
+    (small_disk / "filler").unlink()
+    subprocess.run(["mount", "-o", "remount,ro", str(small_disk)], check=True)
+    status, _, error = _export(capsys, run_folder, out)
+    assert status == 2 and error == (
+        f"error: export --out {out}: cannot write (Read-only file system); an earlier export "
+        "there is left as it was\n"
+    )
+    assert _tree(out) == before

@@ -40,7 +40,12 @@ import pandas as pd
 
 from landmarks.data import gldv2, tables
 from landmarks.errors import ConfigError, DataError
-from landmarks.io_utils import check_writable_folder, read_text, write_text_atomic
+from landmarks.io_utils import (
+    check_writable_folder,
+    read_text,
+    write_refusals_reported,
+    write_text_atomic,
+)
 
 MANIFEST = "manifest.json"
 LABEL_MAP = "label_map.csv"
@@ -212,13 +217,14 @@ def write_records(
     task_manifest = _task_manifest(plan, receipts, source, task_index, num_tasks, workers)
     from landmarks.data.shard_writer import BUILD_DIR, join
 
-    write_text_atomic(
-        join(join(out_dir, BUILD_DIR), _task_file(split, task_index, num_tasks)),
-        json.dumps(task_manifest, indent=1) + "\n",
-    )
-    if _missing_tasks(out_dir, split, num_tasks):
-        return task_manifest
-    return merge_manifests(out_dir, split)
+    with write_refusals_reported(out_dir, "; the shards are complete: make room and rerun"):
+        write_text_atomic(
+            join(join(out_dir, BUILD_DIR), _task_file(split, task_index, num_tasks)),
+            json.dumps(task_manifest, indent=1) + "\n",
+        )
+        if _missing_tasks(out_dir, split, num_tasks):
+            return task_manifest
+        return merge_manifests(out_dir, split)
 
 
 # --- planning -----------------------------------------------------------------------------------
