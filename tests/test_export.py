@@ -202,7 +202,9 @@ def test_bad_exports_stop_before_writing(run_folder, tmp_path, mini_landmarks):
     assert not out.exists()
     out.mkdir()
     (out / "notes.txt").write_text("mine")
-    with pytest.raises(DataError, match=r"not an earlier export \(no export.json\): it holds notes.txt;"):
+    with pytest.raises(
+        DataError, match=r"not an earlier export \(no export.json\): it holds notes.txt;"
+    ):
         export_run(str(run_folder), str(out))
     assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]
     assert not [p for p in tmp_path.iterdir() if ".export-" in p.name]
