@@ -249,3 +249,65 @@ def test_export_onto_a_real_full_or_read_only_disk(run_folder, small_disk, capsy
         "there is left as it was\n"
     )
     assert _tree(out) == before
+
+
+# --- prepare onto a full disk -----------------------------------------------------------------
+
+
+def _prepare(capsys, mini_landmarks, out) -> tuple[int, str]:
+    """Exit status and the last line on stderr (after the progress bar's)."""
+    status, _, error = _run(
+        capsys, "prepare", "--data-dir", mini_landmarks, "--split", "train", "--out", out,
+        "--shards", "2", "--image-size", "64",
+    )  # fmt: skip
+    return status, error.splitlines()[-1]
+
+
+def _complete_shards_only(out: Path) -> None:
+    """Every shard under its final name has the receipt of a complete shard; no partial file."""
+    import json
+
+    assert not list(out.glob("*.incomplete"))
+    for shard in out.glob("*.tfrec"):
+        receipt = json.loads((out / "_build" / f"{shard.name}.json").read_text())
+        assert receipt["bytes"] == shard.stat().st_size
+
+
+def test_prepare_onto_a_full_disk_is_one_line(mini_landmarks, tmp_path, capsys, monkeypatch):
+    import tensorflow as tf
+
+    from landmarks.data import shard_writer
+
+    real_writer = tf.io.TFRecordWriter
+
+    class FillingWriter(real_writer):
+        """Writes two records, then finds the disk full (as TensorFlow reports it)."""
+
+        def __init__(self, path, *args, **kwargs):
+            super().__init__(path, *args, **kwargs)
+            self.path, self.written = path, 0
+
+        def write(self, record):
+            if self.written == 2:
+                raise tf.errors.ResourceExhaustedError(
+                    None, None, f"{self.path}; No space left on device"
+                )
+            super().write(record)
+            self.written += 1
+
+    monkeypatch.setattr(shard_writer.tf.io, "TFRecordWriter", FillingWriter)
+    out = tmp_path / "records"
+    status, error = _prepare(capsys, mini_landmarks, out)
+    assert status == 2 and error == (
+        f"error: {out / 'train-00000-of-00002.tfrec'}: cannot write (No space left on device); "
+        "the shards already complete are kept: make room and rerun the same command"
+    )
+    assert not list(out.glob("*.tfrec*"))
+
+
+def test_prepare_onto_a_real_full_disk(mini_landmarks, small_disk, capsys):
+    out = small_disk / "records"
+    status, error = _prepare(capsys, mini_landmarks, out)
+    assert status == 2 and error.startswith(f"error: {out}")
+    assert "cannot write (No space left on device); " in error
+    _complete_shards_only(out)
