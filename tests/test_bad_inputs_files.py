@@ -311,3 +311,101 @@ def test_prepare_onto_a_real_full_disk(mini_landmarks, small_disk, capsys):
     assert status == 2 and error.startswith(f"error: {out}")
     assert "cannot write (No space left on device); " in error
     _complete_shards_only(out)
+
+
+# --- embeddings .npz: attached train embeddings and the run's cache ---------------------------
+
+
+def _embeddings_file(path: Path, fingerprint) -> bytes:
+    """An embeddings .npz of 3 vectors with `fingerprint`; returns its bytes."""
+    import numpy as np
+
+    from landmarks.inference.embedding import Embeddings, save_embeddings
+
+    vectors = np.eye(3, 4, dtype=np.float32)
+    save_embeddings(str(path), Embeddings(["a", "b", "c"], vectors, np.arange(3)))
+    if fingerprint is not None:  # stored as save_embeddings stores it, whatever its JSON type
+        import json
+
+        with np.load(path) as archive:
+            arrays = dict(archive)
+        np.savez(path, **arrays, fingerprint=np.asarray(json.dumps(fingerprint)))
+    return path.read_bytes()
+
+
+FINGERPRINT = {"model_sha256": "ab", "image_size": 64, "tta_flip": False, "tta_scales": [1.0]}
+
+
+@pytest.mark.parametrize("keep", [0.1, 0.5, 0.9, -22])
+def test_cut_off_train_embeddings_are_named(tmp_path, keep):
+    from landmarks.inference.fingerprint import attached_train_embeddings
+
+    path = tmp_path / "train.npz"
+    data = _embeddings_file(path, FINGERPRINT)
+    path.write_bytes(data[: int(len(data) * keep)] if keep > 0 else data[:keep])
+    with pytest.raises(DataError, match=f"^{path}: not an embeddings file, or cut off \\("):
+        attached_train_embeddings(str(path), FINGERPRINT, log=lambda _: None)
+
+
+def test_train_embeddings_whose_fingerprint_is_not_an_object_are_named(tmp_path):
+    from landmarks.inference.fingerprint import attached_train_embeddings
+
+    path = tmp_path / "train.npz"
+    _embeddings_file(path, ["model_sha256", "ab"])
+    with pytest.raises(DataError) as raised:
+        attached_train_embeddings(str(path), FINGERPRINT, log=lambda _: None)
+    assert str(raised.value) == (
+        f'{path}: its fingerprint is not a JSON object but ["model_sha256", "ab"]; '
+        "export the train embeddings again"
+    )
+
+
+def test_a_cut_off_cached_split_is_embedded_again_saying_so(tmp_path):
+    import json
+
+    from landmarks.inference import cache
+
+    path = tmp_path / "test.npz"
+    data = _embeddings_file(path, None)
+    (tmp_path / "test.json").write_text(json.dumps(FINGERPRINT))
+    assert len(cache.load_cached(str(path), FINGERPRINT, log=pytest.fail)) == 3
+    path.write_bytes(data[: len(data) // 2])
+    said = []
+    assert cache.load_cached(str(path), FINGERPRINT, log=said.append) is None
+    assert len(said) == 1 and said[0].startswith(f"{path}: not an embeddings file, or cut off (")
+    assert said[0].endswith("; embedding again")
+
+
+# --- manifest.json ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("damage", ["cut", "list", "splits"])
+def test_a_damaged_manifest_is_named(mini_records, tmp_path, damage):
+    import shutil
+
+    from landmarks.data.tfrecords import list_shards, merge_manifests
+
+    records = tmp_path / "records"
+    shutil.copytree(mini_records, records)
+    manifest = records / "manifest.json"
+    text = manifest.read_text()
+    manifest.write_text(
+        {"cut": text[: len(text) // 2], "list": "[1, 2]", "splits": '{"splits": {"train": 3}}'}[
+            damage
+        ]
+    )
+    expected = {
+        "cut": f"{manifest}: not valid JSON, cut off or damaged (",
+        "list": f"{manifest}: expected a JSON object, got [1, 2]; ",
+        "splits": f'{manifest}: not a records manifest (no valid "splits"); ',
+    }[damage]
+    advice = f"remove it and run `python -m landmarks merge-manifests --out {records}`"
+    with pytest.raises(DataError) as raised:
+        list_shards(str(records), "train")
+    assert str(raised.value).startswith(expected) and advice in str(raised.value)
+    if damage != "splits":  # a merge reads it too (and only adds to its "splits")
+        with pytest.raises(DataError, match=f"^{manifest}: "):
+            merge_manifests(str(records))
+    manifest.unlink()  # as the message says: the build's task manifests write it again
+    merge_manifests(str(records))
+    assert len(list_shards(str(records), "train")) == 2

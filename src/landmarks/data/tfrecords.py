@@ -503,7 +503,9 @@ def merge_manifests(out_dir: str, split: str | None = None) -> dict:
                 f"{', '.join(map(str, missing))}; run prepare with --task-index for each"
             )
         tasks = [
-            json.loads(read_text(join(folder, _task_file(build_split, i, num_tasks))))
+            _read_json_object(
+                join(folder, _task_file(build_split, i, num_tasks)), "rerun that task of prepare"
+            )
             for i in range(num_tasks)
         ]
         _merge_build(manifest, tasks, out_dir)
@@ -512,10 +514,12 @@ def merge_manifests(out_dir: str, split: str | None = None) -> dict:
 
 
 def _read_manifest(out_dir: str) -> dict:
+    """The manifest a merge adds to: the folder's manifest.json, or a new one."""
     from landmarks.data.shard_writer import join
 
+    path = join(out_dir, MANIFEST)
     try:
-        manifest = json.loads(read_text(join(out_dir, MANIFEST)))
+        manifest = _read_json_object(path, _REBUILD_MANIFEST.format(out_dir=out_dir))
     except FileNotFoundError:
         manifest = {}
     manifest.setdefault("format", FORMAT_VERSION)
@@ -644,16 +648,58 @@ def summary(manifest: dict, out_dir: str) -> str:
 # --- reading ------------------------------------------------------------------------------------
 
 
+_REBUILD_MANIFEST = (
+    "remove it and run `python -m landmarks merge-manifests --out {out_dir}` to write it again "
+    "from the build's task manifests"
+)
+
+
 def read_manifest(records_dir: str) -> dict:
-    """manifest.json of a records folder; DataError when there is none."""
+    """manifest.json of a records folder, checked as far as readers use it (a JSON object whose
+    "splits" map each split to its "examples" and "shards", each a {"file", "count"}); DataError
+    naming the file when there is none, it is cut off or it is not such a manifest."""
     from landmarks.data.shard_writer import join
 
+    path = join(records_dir, MANIFEST)
+    advice = _REBUILD_MANIFEST.format(out_dir=records_dir)
     try:
-        return json.loads(read_text(join(records_dir, MANIFEST)))
+        manifest = _read_json_object(path, advice)
     except FileNotFoundError as error:
         raise DataError(
             f"{records_dir}: no {MANIFEST}; run `python -m landmarks prepare` first"
         ) from error
+    splits = manifest.get("splits")
+    valid = isinstance(splits, dict) and all(
+        isinstance(split, dict)
+        and isinstance(split.get("examples"), int)
+        and isinstance(split.get("shards"), list)
+        and all(
+            isinstance(shard, dict)
+            and isinstance(shard.get("file"), str)
+            and isinstance(shard.get("count"), int)
+            for shard in split["shards"]
+        )
+        for split in splits.values()
+    )
+    if not valid:
+        raise DataError(f'{path}: not a records manifest (no valid "splits"); {advice}')
+    return manifest
+
+
+def _read_json_object(path: str, advice: str) -> dict:
+    """A JSON object file of the build; FileNotFoundError when absent, DataError naming it and
+    `advice` when it is cut off, not JSON, or not an object."""
+    text = read_text(path)
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise DataError(
+            f"{path}: not valid JSON, cut off or damaged ({error.msg} at line {error.lineno}); "
+            f"{advice}"
+        ) from error
+    if not isinstance(value, dict):
+        raise DataError(f"{path}: expected a JSON object, got {json.dumps(value)[:40]}; {advice}")
+    return value
 
 
 def list_shards(records_dir: str, split: str) -> list[str]:

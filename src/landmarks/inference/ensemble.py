@@ -286,7 +286,7 @@ class EnsembleEmbeddings:
             images = split_images(config, split)
         path = os.path.join(self.cache_dir, member.name, f"{split}.npz")
         expected = cache.fingerprint(self.model_sha256(member), config, images.identity)
-        cached = cache.load_cached(path, expected)
+        cached = cache.load_cached(path, expected, log=self.log)
         if cached is not None:
             self._note_unreadable(tag, images, cached)
             self.log(f"{tag}{split}: {len(cached)} embeddings from {path}")
