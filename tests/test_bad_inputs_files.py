@@ -8,6 +8,7 @@ test_records_bad_inputs.py. All use the mini-landmarks fixtures of conftest.py.
 from __future__ import annotations
 
 import errno
+import json
 import os
 from pathlib import Path
 
@@ -265,7 +266,6 @@ def _prepare(capsys, mini_landmarks, out) -> tuple[int, str]:
 
 def _complete_shards_only(out: Path) -> None:
     """Every shard under its final name has the receipt of a complete shard; no partial file."""
-    import json
 
     assert not list(out.glob("*.incomplete"))
     for shard in out.glob("*.tfrec"):
@@ -325,8 +325,6 @@ def _embeddings_file(path: Path, fingerprint) -> bytes:
     vectors = np.eye(3, 4, dtype=np.float32)
     save_embeddings(str(path), Embeddings(["a", "b", "c"], vectors, np.arange(3)))
     if fingerprint is not None:  # stored as save_embeddings stores it, whatever its JSON type
-        import json
-
         with np.load(path) as archive:
             arrays = dict(archive)
         np.savez(path, **arrays, fingerprint=np.asarray(json.dumps(fingerprint)))
@@ -361,7 +359,6 @@ def test_train_embeddings_whose_fingerprint_is_not_an_object_are_named(tmp_path)
 
 
 def test_a_cut_off_cached_split_is_embedded_again_saying_so(tmp_path):
-    import json
 
     from landmarks.inference import cache
 
@@ -409,3 +406,40 @@ def test_a_damaged_manifest_is_named(mini_records, tmp_path, damage):
     manifest.unlink()  # as the message says: the build's task manifests write it again
     merge_manifests(str(records))
     assert len(list_shards(str(records), "train")) == 2
+
+
+# --- evaluate: CSV files the csv module refuses -------------------------------------------------
+
+
+def test_a_field_over_the_csv_limit_is_named_with_its_line(tmp_path, capsys):
+    solution = tmp_path / "solution.csv"
+    solution.write_text("id,landmarks,Usage\nq1,10,Public\n")
+    submission = tmp_path / "s.csv"
+    submission.write_text("id,landmarks\nq1,10 0.5\nq2," + "1" * 131_073 + "\n")
+    status, _, error = _run(
+        capsys, "evaluate", "--task", "recognition", "--submission", submission,
+        "--solution", solution,
+    )  # fmt: skip
+    assert status == 2 and error == (
+        f"error: {submission}: line 3: not a readable CSV row (field larger than field limit "
+        "(131072))\n"
+    )
+
+
+def test_a_solution_with_carriage_return_line_ends_is_read(tmp_path, capsys):
+    lines = ["id,landmarks,Usage", "q1,10,Public", "q2,20,Private", "q3,,Public"]
+    submission = tmp_path / "s.csv"
+    submission.write_text("id,landmarks\nq1,10 0.9\nq2,30 0.8\nq3,\n")
+    scores = []
+    for end in ("\n", "\r", "\r\n"):
+        solution = tmp_path / "solution.csv"
+        solution.write_bytes(end.join(lines).encode() + end.encode())
+        status, out, _ = _run(
+            capsys, "evaluate", "--task", "recognition", "--submission", submission,
+            "--solution", solution, "--json",
+        )  # fmt: skip
+        assert status == 0
+        result = json.loads(out.splitlines()[-1])
+        scores.append((result["gap"], result["queries"], result["landmark_queries"]))
+    # q1 right at rank 1 of 2 predictions; 2 queries with a landmark: GAP = (1/2)(1/1) = 0.5
+    assert scores == [(0.5, 3, 2)] * 3
