@@ -443,3 +443,163 @@ def test_a_solution_with_carriage_return_line_ends_is_read(tmp_path, capsys):
         scores.append((result["gap"], result["queries"], result["landmark_queries"]))
     # q1 right at rank 1 of 2 predictions; 2 queries with a landmark: GAP = (1/2)(1/1) = 0.5
     assert scores == [(0.5, 3, 2)] * 3
+
+
+# --- model files --------------------------------------------------------------------------------
+
+
+def _rewritten(source: Path, target: Path, edit=None, declared: int | None = None) -> Path:
+    """A copy of the .keras archive `source` whose config.json is passed through `edit`
+    (config dict -> None), or whose central directory declares `declared` bytes for it."""
+    import zipfile
+
+    with zipfile.ZipFile(source) as archive:
+        members = {name: archive.read(name) for name in archive.namelist()}
+    config = json.loads(members["config.json"])
+    if edit:
+        edit(config)
+    members["config.json"] = json.dumps(config).encode()
+    with zipfile.ZipFile(target, "w") as archive:
+        for name, data in members.items():
+            archive.writestr(name, data)
+    if declared is not None:  # uncompressed size: offset 24 of config.json's central entry
+        data = bytearray(target.read_bytes())
+        entry = next(
+            i for i in range(len(data)) if data[i : i + 4] == b"PK\x01\x02"
+            and data[i + 46 : i + 46 + len(b"config.json")] == b"config.json"
+        )  # fmt: skip
+        data[entry + 24 : entry + 28] = declared.to_bytes(4, "little")
+        target.write_bytes(bytes(data))
+    return target
+
+
+def _activation(module: str, name: str):
+    """An edit that makes the model's last layer name `module.name` as its activation."""
+
+    def edit(config):
+        layer = config["config"]["layers"][-1]["config"]
+        layer["activation"] = {"module": module, "class_name": "function", "config": name,
+                               "registered_name": "function"}  # fmt: skip
+
+    return edit
+
+
+def _layer(module: str, name: str):
+    def edit(config):
+        config["config"]["layers"][-1].update(module=module, class_name=name)
+
+    return edit
+
+
+@pytest.mark.parametrize(
+    "edit, named",
+    [
+        (_activation("os", "system"), "os.system"),
+        (_activation("builtins", "eval"), "builtins.eval"),
+        (_layer("os", "system"), "os.system"),
+        (_layer("builtins", "eval"), "builtins.eval"),
+    ],
+)
+def test_a_model_naming_foreign_code_is_refused_naming_it(tiny_models, tmp_path, edit, named):
+    from landmarks.inference.model_file import load_embed_model
+
+    path = _rewritten(tiny_models[0], tmp_path / "hostile.keras", edit)
+    with pytest.raises(ConfigError) as raised:
+        load_embed_model(str(path))
+    assert str(raised.value) == (
+        f"model_path {path}: its config names objects outside Keras and landmarks: {named} "
+        "(unregistered functions or classes, or a hostile file); none of them was run"
+    )
+
+
+def test_a_legacy_h5_with_an_unregistered_function_or_layer_is_named(tmp_path):
+    import keras
+
+    from landmarks.inference.model_file import load_embed_model
+
+    def doubled_relu(x):
+        return keras.ops.relu(x) * 2
+
+    class Unregistered(keras.layers.Layer):
+        def call(self, x):
+            return x
+
+    head = [keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(4)]
+    function = keras.Sequential([keras.Input((None, None, 3)), keras.layers.Conv2D(2, 3, activation=doubled_relu), *head])  # fmt: skip
+    function.save(str(tmp_path / "function.h5"))
+    with pytest.raises(ConfigError, match="outside Keras and landmarks: builtins.doubled_relu "):
+        load_embed_model(str(tmp_path / "function.h5"))
+    head = [keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(4)]
+    layer = keras.Sequential([keras.Input((None, None, 3)), Unregistered(), *head])
+    layer.save(str(tmp_path / "layer.h5"))
+    with pytest.raises(ConfigError, match=f"^model_path {tmp_path / 'layer.h5'}: .*'Unregistered'"):
+        load_embed_model(str(tmp_path / "layer.h5"))
+
+
+def test_a_zip_bomb_config_is_refused_by_its_declared_size(tiny_models, tmp_path, monkeypatch):
+    import keras
+
+    from landmarks.inference.model_file import MAX_CONFIG_BYTES, load_embed_model
+
+    path = _rewritten(tiny_models[0], tmp_path / "bomb.keras", declared=3 << 30)
+
+    def never(*_args, **_kwargs):
+        raise AssertionError("keras read the archive")
+
+    monkeypatch.setattr(keras.saving, "load_model", never)
+    with pytest.raises(ConfigError) as raised:
+        load_embed_model(str(path))
+    assert str(raised.value).startswith(
+        f"model_path {path}: its config.json would inflate to {3 << 30:,} bytes (over "
+        f"{MAX_CONFIG_BYTES:,}; "
+    )
+
+
+def test_a_model_of_the_wrong_shape_is_named(tmp_path):
+    import keras
+
+    from landmarks.inference.model_file import check_embed_model, load_embed_model
+
+    fixed = keras.Sequential([keras.Input((64, 64, 3)), keras.layers.Conv2D(2, 3), keras.layers.Flatten()])  # fmt: skip
+    fixed.save(str(tmp_path / "fixed.keras"))
+    model = load_embed_model(str(tmp_path / "fixed.keras"), [64])  # its own size is fine
+    with pytest.raises(ConfigError) as raised:
+        check_embed_model(model, "fixed.keras", [32, 64, 96])
+    assert str(raised.value) == (
+        "model_path fixed.keras: its input is fixed to 64x64 pixels, but this run embeds at "
+        "32x32, 96x96 (image_size and tta_scales); set image_size: 64 or use a model built for "
+        "that size"
+    )
+    feature_map = keras.Sequential([keras.Input((None, None, 3)), keras.layers.Conv2D(4, 3)])
+    feature_map.save(str(tmp_path / "map.keras"))
+    with pytest.raises(ConfigError) as raised:
+        load_embed_model(str(tmp_path / "map.keras"))
+    assert str(raised.value).startswith(
+        f"model_path {tmp_path / 'map.keras'}: gives [B, None, None, 4], not one embedding per "
+        "image [B, D]"
+    )
+
+
+def test_infer_with_a_model_fixed_to_another_size_is_one_line(
+    mini_landmarks, mini_records, tmp_path, capsys
+):
+    import keras
+
+    model = tmp_path / "fixed.keras"
+    keras.Sequential([keras.Input((64, 64, 3)), keras.layers.GlobalAveragePooling2D()]).save(
+        str(model)
+    )
+    config = tmp_path / "c.yaml"
+    config.write_text(
+        f"data_dir: {mini_landmarks}\nrecords_dir: {mini_records}\noutput_dir: {tmp_path}\n"
+        f"image_size: 32\nmodel_path: {model}\n"
+    )
+    out = tmp_path / "s.csv"
+    status, _, error = _run(
+        capsys, "infer", "--config", config, "--task", "retrieval", "--out", out
+    )
+    assert status == 2 and error.startswith(
+        f"error: model_path {model}: its input is fixed to 64x64 pixels, but this run embeds "
+        "at 32x32"
+    )
+    assert not out.exists()
