@@ -60,9 +60,9 @@ def test_joining_parts_into_one_of_them_is_refused_untouched(tmp_path, alias):
     [
         (  # every label listed twice, the second time with other landmark ids
             ["7,0,3", "9,1,2", "107,0,3", "109,1,2"],
-            "duplicate labels: '0' at rows 2, 4; '1' at rows 3, 5",
+            "duplicate labels: 0 at rows 2, 4; 1 at rows 3, 5",
         ),
-        (["7,0,3", "7,1,2"], "duplicate landmark_ids: '7' at rows 2, 3"),
+        (["7,0,3", "7,1,2"], "duplicate landmark_ids: 7 at rows 2, 3"),
         (["7,0,3", "9,2,2"], "labels must be 0..1 (one per row); not: row 3 (2)"),
         (["7,0,3", "9,1,-2"], "column 'count' must hold integer labels >= 0; negative: row 3"),
         (["7,0,3", "9,1,2.5"], "column 'count' must hold integer labels >= 0; not integers: row 3"),
@@ -134,7 +134,8 @@ def test_export_replaces_an_earlier_export_but_not_what_was_added_to_it(
     (out / "config.yaml").write_text("edited: 1\n")
     assert _export(capsys, run_folder, out)[0] == 0  # an earlier export: replaced whole
     assert "edited" not in (out / "config.yaml").read_text()
-    assert sorted(os.listdir(out)) == ["config.yaml", "embed_model.keras", "export.json", "label_map.csv"]  # fmt: skip
+    exported = ["config.yaml", "embed_model.keras", "export.json", "label_map.csv"]
+    assert sorted(os.listdir(out)) == exported
 
     (out / "embeddings").mkdir()
     (out / "embeddings" / "precious_results.bin").write_bytes(b"\x00precious")
@@ -464,10 +465,8 @@ def _rewritten(source: Path, target: Path, edit=None, declared: int | None = Non
             archive.writestr(name, data)
     if declared is not None:  # uncompressed size: offset 24 of config.json's central entry
         data = bytearray(target.read_bytes())
-        entry = next(
-            i for i in range(len(data)) if data[i : i + 4] == b"PK\x01\x02"
-            and data[i + 46 : i + 46 + len(b"config.json")] == b"config.json"
-        )  # fmt: skip
+        entry = data.rindex(b"config.json") - 46  # the central directory comes last
+        assert data[entry : entry + 4] == b"PK\x01\x02"
         data[entry + 24 : entry + 28] = declared.to_bytes(4, "little")
         target.write_bytes(bytes(data))
     return target
@@ -478,8 +477,12 @@ def _activation(module: str, name: str):
 
     def edit(config):
         layer = config["config"]["layers"][-1]["config"]
-        layer["activation"] = {"module": module, "class_name": "function", "config": name,
-                               "registered_name": "function"}  # fmt: skip
+        layer["activation"] = {
+            "module": module,
+            "class_name": "function",
+            "config": name,
+            "registered_name": "function",
+        }
 
     return edit
 
@@ -525,7 +528,8 @@ def test_a_legacy_h5_with_an_unregistered_function_or_layer_is_named(tmp_path):
             return x
 
     head = [keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(4)]
-    function = keras.Sequential([keras.Input((None, None, 3)), keras.layers.Conv2D(2, 3, activation=doubled_relu), *head])  # fmt: skip
+    conv = keras.layers.Conv2D(2, 3, activation=doubled_relu)
+    function = keras.Sequential([keras.Input((None, None, 3)), conv, *head])
     function.save(str(tmp_path / "function.h5"))
     with pytest.raises(ConfigError, match="outside Keras and landmarks: builtins.doubled_relu "):
         load_embed_model(str(tmp_path / "function.h5"))
@@ -560,7 +564,8 @@ def test_a_model_of_the_wrong_shape_is_named(tmp_path):
 
     from landmarks.inference.model_file import check_embed_model, load_embed_model
 
-    fixed = keras.Sequential([keras.Input((64, 64, 3)), keras.layers.Conv2D(2, 3), keras.layers.Flatten()])  # fmt: skip
+    layers = [keras.Input((64, 64, 3)), keras.layers.Conv2D(2, 3), keras.layers.Flatten()]
+    fixed = keras.Sequential(layers)
     fixed.save(str(tmp_path / "fixed.keras"))
     model = load_embed_model(str(tmp_path / "fixed.keras"), [64])  # its own size is fine
     with pytest.raises(ConfigError) as raised:

@@ -64,7 +64,8 @@ def integer_labels(values: pd.Series, column: str, source: str) -> np.ndarray:
             f"{source}: column {column!r} must hold integer labels >= 0; {kind}: "
             f"{summarize(rows)} (map text or negative labels to integers >= 0 first)"
         )
-    too_large = text.map(lambda value: int(value) > INT64_MAX)
+    too_large = text.str.len() >= len(str(INT64_MAX))  # shorter values fit: no int() for them
+    too_large[too_large] = text[too_large].map(lambda value: int(value) > INT64_MAX)
     if too_large.any():
         rows = [f"row {i + 2} ({text.iloc[i]!r})" for i in np.flatnonzero(too_large.to_numpy())]
         raise DataError(

@@ -754,7 +754,7 @@ def read_label_map(records_dir: str) -> pd.DataFrame:
         {c: tables.integer_labels(frame[c], c, path) for c in ("landmark_id", "label", "count")}
     )
     for column in ("landmark_id", "label"):
-        tables.check_unique_ids(table[column].astype(str), path, what=f"{column}s")
+        tables.check_unique_ids(table[column], path, what=f"{column}s")
     outside = np.flatnonzero(table["label"].to_numpy() >= len(table))
     if len(outside):
         rows = [f"row {i + 2} ({table['label'].iloc[i]})" for i in outside]

@@ -63,8 +63,6 @@ def export_run(
     """
     import tensorflow as tf
 
-    from landmarks.io_utils import read_text
-
     if model not in MODELS:
         raise ConfigError(f"export --model {model!r}: expected last or best")
     config_path = os.path.join(run_dir, "config.yaml")
@@ -76,7 +74,7 @@ def export_run(
             f"{model_path} not found: the run has not finished"
             + (" (or never validated)" if model == "best" else "")
         )
-    from landmarks.data.tfrecords import LABEL_MAP, read_label_map
+    from landmarks.data.tfrecords import read_label_map
 
     config = Config.load(config_path)
     config.records_dir = records_dir or config.records_dir
@@ -91,14 +89,7 @@ def export_run(
         try:
             staging.mkdir(parents=True)
             _write_mark(staging)  # first, so that a killed export's staging is known as ours
-            tf.io.gfile.copy(model_path, str(staging / "embed_model.keras"))
-            label_map = read_text(os.path.join(config.records_dir, LABEL_MAP))
-            (staging / LABEL_MAP).write_text(label_map, encoding="utf-8")
-            exported = Config.from_dict(config.to_dict(), source=config_path)
-            exported.update({key: "" for key in CLEARED_KEYS}, source="export")
-            exported.save(str(staging / "config.yaml"))
-            if train_embeddings:
-                _export_train_embeddings(config, staging, log)
+            _write_export(staging, model_path, config, config_path, train_embeddings, log)
             _write_mark(staging, _listing(staging))
             _replace(staging, out)
         finally:
@@ -106,6 +97,25 @@ def export_run(
                 shutil.rmtree(staging)
     log(f"exported {MODELS[model]} of {run_dir} to {out}: {', '.join(_listing(out))}")
     return out
+
+
+def _write_export(
+    staging: Path, model_path: str, config: Config, config_path: str, train_embeddings, log
+) -> None:
+    """The export's files (module docstring) in the folder `staging`."""
+    import tensorflow as tf
+
+    from landmarks.data.tfrecords import LABEL_MAP
+    from landmarks.io_utils import read_text
+
+    tf.io.gfile.copy(model_path, str(staging / "embed_model.keras"))
+    label_map = read_text(os.path.join(config.records_dir, LABEL_MAP))
+    (staging / LABEL_MAP).write_text(label_map, encoding="utf-8")
+    exported = Config.from_dict(config.to_dict(), source=config_path)
+    exported.update({key: "" for key in CLEARED_KEYS}, source="export")
+    exported.save(str(staging / "config.yaml"))
+    if train_embeddings:
+        _export_train_embeddings(config, staging, log)
 
 
 def _export_train_embeddings(config: Config, staging: Path, log) -> None:

@@ -28,7 +28,17 @@ from landmarks.errors import ConfigError
 MAX_CONFIG_BYTES = 64 << 20  # 64 MiB: declared size allowed for config.json / metadata.json
 CONFIG_MEMBERS = ("config.json", "metadata.json")
 OUR_MODULES = ("keras", "landmarks")  # modules whose objects a saved embedding model names
-LOAD_ERRORS = (ValueError, OSError, KeyError, TypeError, AttributeError, ImportError, zipfile.BadZipFile)  # fmt: skip
+# What keras.saving.load_model raises for a file it cannot rebuild (TypeError: an object it
+# will not deserialise, e.g. os.system under safe mode)
+LOAD_ERRORS = (
+    ValueError,
+    OSError,
+    KeyError,
+    TypeError,
+    AttributeError,
+    ImportError,
+    zipfile.BadZipFile,
+)
 
 
 def load_embed_model(path: str, image_sizes=()):
@@ -155,7 +165,7 @@ def check_embed_model(model, path: str, image_sizes=()) -> None:
             f"model_path {path}: takes {_shapes(inputs)}, not one batch of RGB images "
             "[B, H, W, 3]; is it an embedding model?"
         )
-    fixed = [size for size in image_sizes if shape[1] not in (None, size) or shape[2] not in (None, size)]  # fmt: skip
+    fixed = [size for size in image_sizes if {shape[1], shape[2]} - {None, size}]
     if fixed:
         raise ConfigError(
             f"model_path {path}: its input is fixed to {shape[1]}x{shape[2]} pixels, but this "
