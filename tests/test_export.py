@@ -75,7 +75,15 @@ def exported(run_folder, tmp_path_factory):
 
 def test_the_export_holds_what_inference_needs_and_nothing_else(exported, run_folder, mini_records):
     files = sorted(str(p.relative_to(exported)) for p in exported.rglob("*") if p.is_file())
-    assert files == ["config.yaml", "embed_model.keras", "embeddings/train.npz", "label_map.csv"]
+    assert files == [
+        "config.yaml",
+        "embed_model.keras",
+        "embeddings/train.npz",
+        "export.json",
+        "label_map.csv",
+    ]
+    mark = json.loads((exported / "export.json").read_text())
+    assert mark["files"] == [f for f in files if f != "export.json"]
     model_bytes = (run_folder / "embed_model.keras").read_bytes()
     assert (exported / "embed_model.keras").read_bytes() == model_bytes
     assert (exported / "label_map.csv").read_bytes() == (
@@ -194,7 +202,9 @@ def test_bad_exports_stop_before_writing(run_folder, tmp_path, mini_landmarks):
     assert not out.exists()
     out.mkdir()
     (out / "notes.txt").write_text("mine")
-    with pytest.raises(DataError, match=r"holds other files \(notes.txt\)"):
+    with pytest.raises(
+        DataError, match=r"not an earlier export \(no export.json\): it holds notes.txt;"
+    ):
         export_run(str(run_folder), str(out))
     assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]
     assert not [p for p in tmp_path.iterdir() if ".export-" in p.name]

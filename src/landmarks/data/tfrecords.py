@@ -44,7 +44,12 @@ import pandas as pd
 
 from landmarks.data import gldv2, tables
 from landmarks.errors import ConfigError, DataError
-from landmarks.io_utils import check_writable_folder, read_text, write_text_atomic
+from landmarks.io_utils import (
+    check_writable_folder,
+    read_text,
+    write_refusals_reported,
+    write_text_atomic,
+)
 
 MANIFEST = "manifest.json"
 LABEL_MAP = "label_map.csv"
@@ -478,13 +483,14 @@ def commit_task(out_dir: str, head: dict, receipts: list[dict]) -> dict:
     task_manifest = dict(
         head, shards=[{k: v for k, v in r.items() if k != "fingerprint"} for r in receipts]
     )
-    write_text_atomic(
-        join(join(out_dir, BUILD_DIR), _task_file(split, task_index, num_tasks)),
-        json.dumps(task_manifest, indent=1) + "\n",
-    )
-    if _missing_tasks(out_dir, split, num_tasks):
-        return task_manifest
-    return merge_manifests(out_dir, split)
+    with write_refusals_reported(out_dir, "; the shards are complete: make room and rerun"):
+        write_text_atomic(
+            join(join(out_dir, BUILD_DIR), _task_file(split, task_index, num_tasks)),
+            json.dumps(task_manifest, indent=1) + "\n",
+        )
+        if _missing_tasks(out_dir, split, num_tasks):
+            return task_manifest
+        return merge_manifests(out_dir, split)
 
 
 def build_result(out_dir: str, split: str, task_index: int, num_tasks: int) -> dict:
@@ -544,7 +550,9 @@ def merge_manifests(out_dir: str, split: str | None = None) -> dict:
                 f"{', '.join(map(str, missing))}; run prepare with --task-index for each"
             )
         tasks = [
-            json.loads(read_text(join(folder, _task_file(build_split, i, num_tasks))))
+            _read_json_object(
+                join(folder, _task_file(build_split, i, num_tasks)), "rerun that task of prepare"
+            )
             for i in range(num_tasks)
         ]
         _merge_build(manifest, tasks, out_dir)
@@ -553,10 +561,12 @@ def merge_manifests(out_dir: str, split: str | None = None) -> dict:
 
 
 def _read_manifest(out_dir: str) -> dict:
+    """The manifest a merge adds to: the folder's manifest.json, or a new one."""
     from landmarks.data.shard_writer import join
 
+    path = join(out_dir, MANIFEST)
     try:
-        manifest = json.loads(read_text(join(out_dir, MANIFEST)))
+        manifest = _read_json_object(path, _REBUILD_MANIFEST.format(out_dir=out_dir))
     except FileNotFoundError:
         manifest = {}
     manifest.setdefault("format", FORMAT_VERSION)
@@ -685,16 +695,58 @@ def summary(manifest: dict, out_dir: str) -> str:
 # --- reading ------------------------------------------------------------------------------------
 
 
+_REBUILD_MANIFEST = (
+    "remove it and run `python -m landmarks merge-manifests --out {out_dir}` to write it again "
+    "from the build's task manifests"
+)
+
+
 def read_manifest(records_dir: str) -> dict:
-    """manifest.json of a records folder; DataError when there is none."""
+    """manifest.json of a records folder, checked as far as readers use it (a JSON object whose
+    "splits" map each split to its "examples" and "shards", each a {"file", "count"}); DataError
+    naming the file when there is none, it is cut off or it is not such a manifest."""
     from landmarks.data.shard_writer import join
 
+    path = join(records_dir, MANIFEST)
+    advice = _REBUILD_MANIFEST.format(out_dir=records_dir)
     try:
-        return json.loads(read_text(join(records_dir, MANIFEST)))
+        manifest = _read_json_object(path, advice)
     except FileNotFoundError as error:
         raise DataError(
             f"{records_dir}: no {MANIFEST}; run `python -m landmarks prepare` first"
         ) from error
+    splits = manifest.get("splits")
+    valid = isinstance(splits, dict) and all(
+        isinstance(split, dict)
+        and isinstance(split.get("examples"), int)
+        and isinstance(split.get("shards"), list)
+        and all(
+            isinstance(shard, dict)
+            and isinstance(shard.get("file"), str)
+            and isinstance(shard.get("count"), int)
+            for shard in split["shards"]
+        )
+        for split in splits.values()
+    )
+    if not valid:
+        raise DataError(f'{path}: not a records manifest (no valid "splits"); {advice}')
+    return manifest
+
+
+def _read_json_object(path: str, advice: str) -> dict:
+    """A JSON object file of the build; FileNotFoundError when absent, DataError naming it and
+    `advice` when it is cut off, not JSON, or not an object."""
+    text = read_text(path)
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise DataError(
+            f"{path}: not valid JSON, cut off or damaged ({error.msg} at line {error.lineno}); "
+            f"{advice}"
+        ) from error
+    if not isinstance(value, dict):
+        raise DataError(f"{path}: expected a JSON object, got {json.dumps(value)[:40]}; {advice}")
+    return value
 
 
 def list_shards(records_dir: str, split: str) -> list[str]:
@@ -736,15 +788,28 @@ def list_shards(records_dir: str, split: str) -> list[str]:
 
 
 def read_label_map(records_dir: str) -> pd.DataFrame:
-    """label_map.csv beside the records: DataFrame(landmark_id, label, count), int64."""
+    """label_map.csv beside the records: DataFrame(landmark_id, label, count), int64, one row
+    per class. The one reader of the file: DataError naming it and the rows at fault unless
+    every value is an integer >= 0, the labels are 0..C-1 each once and the landmark ids are
+    unique (a label listed twice would send its votes to whichever landmark came last)."""
     from landmarks.data.shard_writer import join
 
     path = join(records_dir, LABEL_MAP)
     frame = tables.read_csv(path)
     tables.require_columns(frame, ["landmark_id", "label", "count"], path)
-    return pd.DataFrame(
+    table = pd.DataFrame(
         {c: tables.integer_labels(frame[c], c, path) for c in ("landmark_id", "label", "count")}
     )
+    for column in ("landmark_id", "label"):
+        tables.check_unique_ids(table[column], path, what=f"{column}s")
+    outside = np.flatnonzero(table["label"].to_numpy() >= len(table))
+    if len(outside):
+        rows = [f"row {i + 2} ({table['label'].iloc[i]})" for i in outside]
+        raise DataError(
+            f"{path}: labels must be 0..{len(table) - 1} (one per row); "
+            f"not: {tables.summarize(rows)}"
+        )
+    return table
 
 
 def parse_example(serialized):

@@ -7,12 +7,17 @@ sum is L2-normalised again, so the result is the normalised mean direction of th
 from __future__ import annotations
 
 import io
+import zipfile
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from landmarks.errors import DataError
+
+# What numpy raises for an .npz that is not one, or is cut off: read_npz turns them into DataError
+NPZ_ERRORS = (KeyError, ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error)
 
 
 class NothingEmbedded(DataError):
@@ -175,7 +180,8 @@ def save_embeddings(
 
 
 def load_embeddings(path: str) -> Embeddings:
-    """Read an .npz written by save_embeddings (vectors returned as float32)."""
+    """Read an .npz written by save_embeddings (vectors returned as float32); DataError naming
+    the file when it is missing, not such a file, cut off, or its arrays do not match."""
     import tensorflow as tf
 
     if not tf.io.gfile.exists(path):
@@ -186,5 +192,5 @@ def load_embeddings(path: str) -> Embeddings:
         with np.load(io.BytesIO(data), allow_pickle=False) as archive:
             labels = archive["labels"] if "labels" in archive.files else None
             return Embeddings(ids=archive["ids"], vectors=archive["vectors"], labels=labels)
-    except (KeyError, ValueError, OSError) as error:
-        raise DataError(f"{path}: not an embeddings file ({error})") from error
+    except NPZ_ERRORS as error:  # DataError of a mismatch too: it is a ValueError
+        raise DataError(f"{path}: not an embeddings file, or cut off ({error})") from error

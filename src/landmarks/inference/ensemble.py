@@ -36,7 +36,6 @@ from __future__ import annotations
 import math
 import os
 import re
-import zipfile
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -50,6 +49,11 @@ from landmarks.inference.fingerprint import (
     attached_train_embeddings,
     embedding_fingerprint,
     file_sha256,
+)
+from landmarks.inference.model_file import (
+    check_embed_model,
+    check_model_exists,
+    load_embed_model,
 )
 from landmarks.inference.sources import check_embedded_ids, non_landmark_images, split_images
 
@@ -296,7 +300,7 @@ class EnsembleEmbeddings:
             images = split_images(config, split)
         path = os.path.join(self.cache_dir, member.name, f"{split}.npz")
         expected = cache.fingerprint(self.model_sha256(member), config, images.identity)
-        cached = cache.load_cached(path, expected)
+        cached = cache.load_cached(path, expected, log=self.log)
         if cached is not None:
             self._note_unreadable(tag, images, cached)
             self.log(f"{tag}{split}: {len(cached)} embeddings from {path}")
@@ -341,55 +345,19 @@ class EnsembleEmbeddings:
     def model_sha256(self, member: EnsembleMember) -> str:
         """sha256 of the member's model file, read once per run (landmarks.inference.fingerprint)."""
         if member.model_path not in self._digests:
-            _check_model_exists(member.model_path)
+            check_model_exists(member.model_path)
             self._digests[member.model_path] = file_sha256(member.model_path)
         return self._digests[member.model_path]
 
     def _model(self, member: EnsembleMember):
-        """The member's embedding model, compiled once (landmarks.inference.forward)."""
+        """The member's embedding model, loaded and compiled once per file
+        (landmarks.inference.forward), checked to take the member's image sizes."""
+        sizes = sorted({scaled_size(member.image_size, s) for s in member.tta_scales})
         if member.model_path not in self._models:
             from landmarks.inference.forward import compiled_forward
 
-            self._models[member.model_path] = compiled_forward(load_embed_model(member.model_path))
-        return self._models[member.model_path]
-
-
-def load_embed_model(path: str):
-    """The saved embedding model at `path` (.keras, local or gs://); a ConfigError naming the
-    file when it is missing, a folder, not a Keras file, or damaged."""
-    import keras
-    import tensorflow as tf
-
-    import landmarks.models  # noqa: F401  (registers the custom layers for deserialisation)
-
-    _check_model_exists(path)
-    opener = tf.io.gfile.GFile if "://" in path else open
-    with opener(path, "rb") as handle:
-        head = handle.read(8)
-        handle.seek(0)
-        try:
-            is_archive = zipfile.is_zipfile(handle)
-        except tf.errors.OpError:  # GFile refuses to seek before the start of a tiny file
-            is_archive = False
-    if not (is_archive or head.startswith(b"\x89HDF")):  # .keras is a zip; legacy .h5 is HDF5
-        damaged = " (it starts like one: truncated?)" if head.startswith(b"PK") else ""
-        raise ConfigError(
-            f"model_path {path}: not a Keras model file{damaged}; expected a .keras archive "
-            "such as the embed_model.keras that `train` writes"
-        )
-    try:
-        return keras.saving.load_model(path, compile=False)
-    except (ValueError, OSError, KeyError, zipfile.BadZipFile) as error:
-        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise ConfigError(
-            f"model_path {path}: cannot be loaded as a Keras model (damaged?): {first}"
-        ) from error
-
-
-def _check_model_exists(path: str) -> None:
-    import tensorflow as tf
-
-    if not tf.io.gfile.exists(path):
-        raise ConfigError(f"embed model not found: {path} (set model_path or train first)")
-    if tf.io.gfile.isdir(path):
-        raise ConfigError(f"model_path {path}: is a folder; give its embed_model.keras file")
+            model = load_embed_model(member.model_path)
+            self._models[member.model_path] = (model, compiled_forward(model))
+        model, forward = self._models[member.model_path]
+        check_embed_model(model, member.model_path, sizes)
+        return forward
