@@ -168,7 +168,9 @@ def _run_kaggle(args) -> int:
             dir_mode=args.dir_mode,
         )
         if args.package:
-            dataset_id = kaggle_client.publish_package(args.slug, args.staging, **options)
+            from landmarks.kaggle.wheels import publish_package
+
+            dataset_id = publish_package(args.slug, args.staging, **options)
         else:
             dataset_id = kaggle_client.publish_dataset(args.folder, args.slug, **options)
         print(f"published https://www.kaggle.com/datasets/{dataset_id}")
