@@ -218,6 +218,19 @@ def download_competition(
     return out
 
 
+def download_competitions(
+    competitions=None, out_root: str = "input", *, unzip: bool = True, force: bool = False
+) -> dict[str, Path]:
+    """`download_competition` for each of `competitions` (default DEFAULT_COMPETITIONS), each
+    into `out_root`/<competition>. Returns {competition: folder}."""
+    return {
+        competition: download_competition(
+            competition, os.path.join(out_root, competition), unzip=unzip, force=force
+        )
+        for competition in competitions or DEFAULT_COMPETITIONS
+    }
+
+
 # --- datasets --------------------------------------------------------------------------------
 
 
