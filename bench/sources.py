@@ -1,4 +1,5 @@
-"""Image sources shared by bench/build.py and bench/pipeline.py.
+"""Image sources shared by the benchmarks: photographs for bench/build.py and bench/pipeline.py,
+random training batches for bench/backend.py and bench/model.py.
 
   views   input/mini-landmarks train images: views drawn from the demo photographs, saved with
           the longest side ~200-370 px (588 images). Small next to competition photos, so
@@ -8,7 +9,8 @@
           JPEG quality 90: the scale of GLDv2 photos (assumption: GLDv2 train photos are mostly
           a few hundred to ~800 px on the longest side).
 
-`image_table(source, data_dir, folder)` returns a table (id, path, landmark_id) of JPEG files.
+`image_table(source, data_dir, folder)` returns a table (id, path, landmark_id) of JPEG files;
+`random_batch(rng, batch, size, num_classes)` a training batch of random pixels and labels.
 """
 
 from __future__ import annotations
@@ -43,3 +45,12 @@ def image_table(source: str, data_dir: str, folder: str) -> pd.DataFrame:
         photo.image.convert("RGB").save(path, format="JPEG", quality=90)
         rows.append({"id": f"photo{number:03d}", "path": path, "landmark_id": number})
     return pd.DataFrame(rows)
+
+
+def random_batch(rng, batch: int, size: int, num_classes: int) -> dict:
+    """{"image": float32 [batch, size, size, 3] uniform in [0, 255], "label": int32 [batch] in
+    [0, num_classes)}, drawn from the numpy Generator `rng`."""
+    return {
+        "image": rng.uniform(0, 255, (batch, size, size, 3)).astype("float32"),
+        "label": rng.integers(0, num_classes, batch).astype("int32"),
+    }

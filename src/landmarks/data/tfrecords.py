@@ -58,43 +58,15 @@ def shard_name(split: str, index: int, num_shards: int) -> str:
 # --- public entry points ----------------------------------------------------------------------
 
 
-def prepare(
-    data_dir: str,
-    split: str,
-    out_dir: str,
-    *,
-    num_shards: int | None = None,
-    workers: int = 1,
-    image_size: int | None = None,
-    holdout: float = 0.0,
-    min_images: int = 1,
-    seed: int = 0,
-    num_tasks: int = 1,
-    task_index: int = 0,
-    jpeg_quality: int = 95,
-    progress: bool = True,
-) -> dict:
+def prepare(data_dir: str, split: str, out_dir: str, **options) -> dict:
     """Records of one split of a GLDv2-layout folder ("train" is labelled, "test"/"index" not).
 
-    See `write_records` for the options and the returned manifest.
+    `options` (num_shards, workers, image_size, holdout, ...) and the returned manifest are
+    those of `write_records`.
     """
     table = gldv2.list_split_images(data_dir, split)
     return write_records(
-        table,
-        out_dir,
-        split=split,
-        labelled=split == "train",
-        source=data_dir,
-        num_shards=num_shards,
-        workers=workers,
-        image_size=image_size,
-        holdout=holdout,
-        min_images=min_images,
-        seed=seed,
-        num_tasks=num_tasks,
-        task_index=task_index,
-        jpeg_quality=jpeg_quality,
-        progress=progress,
+        table, out_dir, split=split, labelled=split == "train", source=data_dir, **options
     )
 
 
