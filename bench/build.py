@@ -29,7 +29,7 @@ import tempfile
 import time
 
 import pandas as pd
-from sources import SOURCES, image_table
+from sources import add_build_arguments, image_table, repeated_table
 
 
 def plain_loop(table: pd.DataFrame, out_path: str, image_size: int) -> None:
@@ -69,20 +69,14 @@ def timed(function) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--source", default="views", choices=SOURCES)
-    parser.add_argument("--data", default="input/mini-landmarks")
-    parser.add_argument("--repeat", type=int, default=10, help="use every image this many times")
-    parser.add_argument("--image-size", type=int, default=128, help="longest side for re-encoding")
-    parser.add_argument("--shards", type=int, default=8)
+    add_build_arguments(parser, repeat=10)
     args = parser.parse_args()
 
     from landmarks.data.tfrecords import write_records
 
     work = tempfile.mkdtemp(prefix="bench-build-")
     base = image_table(args.source, args.data, work)
-    table = pd.concat(
-        [base.assign(id=base["id"] + f"_{r}") for r in range(args.repeat)], ignore_index=True
-    )
+    table = repeated_table(base, args.repeat)
     n = len(table)
 
     def build(name: str, **options) -> float:

@@ -10,7 +10,9 @@ random training batches for bench/backend.py and bench/model.py.
           a few hundred to ~800 px on the longest side).
 
 `image_table(source, data_dir, folder)` returns a table (id, path, landmark_id) of JPEG files;
-`random_batch(rng, batch, size, num_classes)` a training batch of random pixels and labels.
+`add_build_arguments` and `repeated_table` are the options and the table of the record-build
+benchmarks (bench/build.py, bench/beam_build.py); `random_batch(rng, batch, size, num_classes)`
+a training batch of random pixels and labels (bench/backend.py, bench/model.py).
 """
 
 from __future__ import annotations
@@ -20,6 +22,24 @@ import os
 import pandas as pd
 
 SOURCES = ("views", "photos")
+
+
+def add_build_arguments(parser, repeat: int) -> None:
+    """--source, --data, --repeat (default `repeat`), --image-size, --shards."""
+    parser.add_argument("--source", default="views", choices=SOURCES)
+    parser.add_argument("--data", default="input/mini-landmarks")
+    parser.add_argument(
+        "--repeat", type=int, default=repeat, help="use every image this many times"
+    )
+    parser.add_argument("--image-size", type=int, default=128, help="longest side for re-encoding")
+    parser.add_argument("--shards", type=int, default=8)
+
+
+def repeated_table(base: pd.DataFrame, repeat: int) -> pd.DataFrame:
+    """`base` `repeat` times over, each copy's ids suffixed _0, _1, ... so that all differ."""
+    return pd.concat(
+        [base.assign(id=base["id"] + f"_{r}") for r in range(repeat)], ignore_index=True
+    )
 
 
 def image_table(source: str, data_dir: str, folder: str) -> pd.DataFrame:

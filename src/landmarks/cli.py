@@ -346,6 +346,20 @@ def _register_prepare(subparsers) -> None:
         "--task-index", type=int, default=0, help="which of --num-tasks this run is (0-based)"
     )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument(
+        "--engine",
+        choices=("local", "beam"),
+        default="local",
+        help="local: --workers processes on this machine (default); beam: Apache Beam "
+        "(Dataflow, Flink, Spark, or locally), the same plan and shards",
+    )
+    parser.add_argument(
+        "pipeline_args",
+        nargs="*",
+        metavar="-- BEAM_PIPELINE_OPTIONS",
+        help="with --engine beam: Beam's options after `--`, e.g. -- --runner=DataflowRunner "
+        "--project=P --region=R --temp_location=gs://b/tmp (default: this machine, offline)",
+    )
     parser.set_defaults(handler=_run_prepare)
 
 
@@ -360,6 +374,7 @@ _PREPARE_OPTIONS = (
     "num_tasks",
     "task_index",
     "jpeg_quality",
+    "engine",
 )
 
 
@@ -367,7 +382,11 @@ def _run_prepare(args) -> None:
     from landmarks.data import tfrecords
     from landmarks.errors import ConfigError
 
-    options = dict(_pick(args, *_PREPARE_OPTIONS), progress=not args.quiet)
+    options = dict(
+        _pick(args, *_PREPARE_OPTIONS),
+        progress=not args.quiet,
+        pipeline_args=tuple(args.pipeline_args),
+    )
     if (args.data_dir is None) == (args.csv is None):
         raise ConfigError("prepare needs exactly one of --data-dir or --csv")
     if args.csv is not None:

@@ -26,7 +26,7 @@ from landmarks.io_utils import write_text_atomic
 
 tf = import_tensorflow()  # first import in a writer's forkserver: quiet unless verbose
 
-BUILD_DIR = "_build"  # receipts and per-task manifests, beside the shards
+BUILD_DIR = "_build"  # receipts, per-task manifests (and Beam jobs files), beside the shards
 INCOMPLETE_SUFFIX = ".incomplete"
 # Testing hook: seconds to wait before closing each shard, so that tests can kill a build
 # while a shard is half-written. Unset in normal use.

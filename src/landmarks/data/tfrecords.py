@@ -19,11 +19,15 @@ Output folder (local or gs://):
     manifest.json                   shards with their counts, totals, skipped images with their
                                     reasons, the options used, the label map path
     _build/                         one receipt per finished shard and one manifest per task
+                                    (and a Beam build's jobs file per task)
 
 One build can be split across machines: every task computes the same plan (same table, same
 seed) and writes the shards whose global number u satisfies u % num_tasks == task_index, plus
 its own task manifest; the last task to finish (or `merge_manifests`) joins them into
 manifest.json after checking that every shard is there.
+
+`engine="beam"` writes the same plan's shards on Apache Beam (landmarks.data.beam_build:
+Dataflow, Flink, Spark or locally) instead of the local process pool.
 """
 
 from __future__ import annotations
@@ -48,6 +52,7 @@ HOLDOUT_SPLIT = "holdout"
 EXAMPLES_PER_SHARD = 2000  # default shard size when num_shards is not given
 WATCH_S = 0.5  # how often a worker checks that the main process is still there
 FORMAT_VERSION = 1
+ENGINES = ("local", "beam")
 _SPLIT_NAME = re.compile(r"[A-Za-z0-9_]+")
 
 
@@ -140,6 +145,8 @@ def write_records(
     task_index: int = 0,
     jpeg_quality: int = 95,
     progress: bool = True,
+    engine: str = "local",
+    pipeline_args: tuple[str, ...] = (),
 ) -> dict:
     """Write the records of `table` (DataFrame with columns id, path, landmark_id).
 
@@ -161,7 +168,11 @@ def write_records(
         seed: seeds the holdout choice and the order of examples across shards.
         num_tasks, task_index: write only this task's share of the shards.
         jpeg_quality: quality of re-encoded JPEGs.
-        progress: show a tqdm bar.
+        progress: show a tqdm bar (local engine).
+        engine: "local" (this machine, `workers` processes) or "beam" (Apache Beam, the same
+            plan and shards: landmarks.data.beam_build).
+        pipeline_args: Beam's pipeline options, e.g. ["--runner=DataflowRunner", ...]
+            (engine "beam" only).
     Returns:
         The merged manifest (see module docstring) when every task has finished, otherwise
         this task's manifest (with "complete": false).
@@ -176,21 +187,25 @@ def write_records(
         "num_tasks": int(num_tasks),
     }
     _check_options(split, labelled, workers, task_index, options)
+    if engine not in ENGINES:
+        raise ConfigError(f"engine must be one of {', '.join(ENGINES)}, got {engine!r}")
+    if pipeline_args and engine != "beam":
+        raise ConfigError(
+            f"pipeline options after `--` ({' '.join(pipeline_args)}) need --engine beam"
+        )
     check_writable_folder(out_dir, "records folder (--out)")
     table = table.sort_values("id", kind="stable").reset_index(drop=True)
     plan = _plan(table, split, labelled, options)
     jobs = _task_jobs(plan, out_dir, task_index, num_tasks)
-    receipts = _run_jobs(jobs, out_dir, workers, progress)
-    task_manifest = _task_manifest(plan, receipts, source, task_index, num_tasks, workers)
-    from landmarks.data.shard_writer import BUILD_DIR, join
+    if engine == "beam":
+        from landmarks.data import beam_build  # ConfigError when apache-beam is missing
 
-    write_text_atomic(
-        join(join(out_dir, BUILD_DIR), _task_file(split, task_index, num_tasks)),
-        json.dumps(task_manifest, indent=1) + "\n",
-    )
-    if _missing_tasks(out_dir, split, num_tasks):
-        return task_manifest
-    return merge_manifests(out_dir, split)
+        head = task_head(plan, source, task_index, num_tasks, {"engine": "beam"})
+        beam_build.run(jobs, out_dir, head, pipeline_args, commit_task)
+        return build_result(out_dir, split, task_index, num_tasks)
+    receipts = _run_jobs(jobs, out_dir, workers, progress)
+    head = task_head(plan, source, task_index, num_tasks, {"workers": workers})
+    return commit_task(out_dir, head, receipts)
 
 
 # --- planning -----------------------------------------------------------------------------------
@@ -401,9 +416,9 @@ def _task_file(split: str, task_index: int, num_tasks: int) -> str:
     return f"{split}.task-{task_index:05d}-of-{num_tasks:05d}.json"
 
 
-def _task_manifest(
-    plan: dict, receipts: list[dict], source: str, task_index: int, num_tasks: int, workers: int
-) -> dict:
+def task_head(plan: dict, source: str, task_index: int, num_tasks: int, run: dict) -> dict:
+    """The task manifest of `plan` without its shards; `run` adds how it ran to the options
+    ({"workers": n} locally, {"engine": "beam", "runner": name} on Beam)."""
     label_map = plan["label_map"]
     return {
         "format": FORMAT_VERSION,
@@ -413,15 +428,45 @@ def _task_manifest(
         "task_index": task_index,
         "num_tasks": num_tasks,
         "plan": plan["fingerprint"],
-        "options": dict(plan["options"], workers=workers),
+        "options": dict(plan["options"], **run),
         "images_in_table": plan["images_in_table"],
         "dropped_by_min_images": plan["dropped_by_min_images"],
         "splits": plan["splits"],
         "label_map": None
         if label_map is None
         else {c: label_map[c].astype(int).tolist() for c in ("landmark_id", "label", "count")},
-        "shards": [{k: v for k, v in r.items() if k != "fingerprint"} for r in receipts],
     }
+
+
+def commit_task(out_dir: str, head: dict, receipts: list[dict]) -> dict:
+    """Write the task manifest (`head` plus the shards' `receipts`, in plan order) to
+    `_build/`; then, when every task of the build is there, merge them into manifest.json.
+    Returns the merged manifest, or this task's manifest while other tasks are missing."""
+    from landmarks.data.shard_writer import BUILD_DIR, join
+
+    split, task_index, num_tasks = head["split"], head["task_index"], head["num_tasks"]
+    task_manifest = dict(
+        head, shards=[{k: v for k, v in r.items() if k != "fingerprint"} for r in receipts]
+    )
+    write_text_atomic(
+        join(join(out_dir, BUILD_DIR), _task_file(split, task_index, num_tasks)),
+        json.dumps(task_manifest, indent=1) + "\n",
+    )
+    if _missing_tasks(out_dir, split, num_tasks):
+        return task_manifest
+    return merge_manifests(out_dir, split)
+
+
+def build_result(out_dir: str, split: str, task_index: int, num_tasks: int) -> dict:
+    """What `commit_task` returned, read back: manifest.json when every task of the build is
+    done, else this task's manifest."""
+    from landmarks.data.shard_writer import BUILD_DIR, join
+
+    if _missing_tasks(out_dir, split, num_tasks):
+        return json.loads(
+            read_text(join(join(out_dir, BUILD_DIR), _task_file(split, task_index, num_tasks)))
+        )
+    return read_manifest(out_dir)
 
 
 def _missing_tasks(out_dir: str, split: str, num_tasks: int) -> list[int]:

@@ -15,6 +15,10 @@ import numpy as np
 from landmarks.errors import DataError
 
 
+class NothingEmbedded(DataError):
+    """The dataset yielded no image: it is empty, or every image failed and was dropped."""
+
+
 @dataclass
 class Embeddings:
     """ids: str [N]; vectors: float32 [N, D], L2-normalised rows; labels: int64 [N] or None
@@ -69,7 +73,8 @@ def embed(
         every scale must then yield the same ids in the same order.
     tta_flip: also embed the left-right mirrored images.
     scales: image scale factors, e.g. (0.7071, 1.0, 1.4142).
-    Returns Embeddings (vectors L2-normalised float32 [N, D]).
+    Returns Embeddings (vectors L2-normalised float32 [N, D]); NothingEmbedded when the dataset
+    yields no image.
     """
     scales = tuple(float(s) for s in scales)
     if not scales or any(not np.isfinite(s) or s <= 0 for s in scales):
@@ -126,7 +131,7 @@ def _embed_views(forward, dataset, scale: float | None, tta_flip: bool):
         count = views.shape[0]
         labels.append(np.full(count, -1) if label is None else label.numpy().astype(np.int64))
     if not vectors:
-        raise DataError("embed: the dataset is empty")
+        raise NothingEmbedded("embed: the dataset yielded no image")
     return np.asarray(ids, dtype=str), np.concatenate(labels), np.concatenate(vectors)
 
 

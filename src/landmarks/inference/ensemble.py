@@ -33,6 +33,7 @@ memory of a GLDv2-size ensemble; a fresh and a cached run then give the same res
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import zipfile
@@ -40,10 +41,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from landmarks.config import MAX_IMAGE_SIZE, check_image_size
 from landmarks.errors import ConfigError, DataError
 from landmarks.inference import cache
 from landmarks.inference.descriptors import Descriptors
-from landmarks.inference.embedding import Embeddings, embed
+from landmarks.inference.embedding import Embeddings, NothingEmbedded, embed, scaled_size
 from landmarks.inference.fingerprint import (
     attached_train_embeddings,
     embedding_fingerprint,
@@ -145,14 +147,22 @@ def _member(config, position: int, entry) -> EnsembleMember:
 def _checked_member(where, name, path, image_size, scales, flip, weight) -> EnsembleMember:
     if name != "" and (not isinstance(name, str) or not NAME_PATTERN.fullmatch(name)):
         raise ConfigError(f"{where}: name must be letters, digits, '_', '.' or '-', got {name!r}")
-    if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 32:
-        raise ConfigError(f"{where}: image_size must be an integer >= 32, got {image_size!r}")
+    check_image_size(image_size, where)
     if (
         not isinstance(scales, (list, tuple))
         or not scales
-        or any(isinstance(s, bool) or not isinstance(s, (int, float)) or s <= 0 for s in scales)
+        or any(
+            isinstance(s, bool) or not isinstance(s, (int, float)) or not 0 < s < math.inf
+            for s in scales
+        )
     ):
         raise ConfigError(f"{where}: tta_scales must be a list of positive numbers, got {scales!r}")
+    largest = scaled_size(image_size, max(scales))
+    if largest > MAX_IMAGE_SIZE:
+        raise ConfigError(
+            f"{where}: image_size {image_size} x tta_scale {max(scales)} is {largest} px, more "
+            f"than {MAX_IMAGE_SIZE}"
+        )
     if not isinstance(flip, bool):
         raise ConfigError(f"{where}: tta_flip must be true or false, got {flip!r}")
     if (
@@ -295,13 +305,20 @@ class EnsembleEmbeddings:
 
         self.log(f"{tag}embedding {split} ...")
         self.log(f"{tag}{split}: {images.description}")
-        with naming_bad_records(images.record_files, log=self.log):
-            embedded = embed(
-                self._model(member),
-                images.make_dataset,
-                tta_flip=member.tta_flip,
-                scales=member.tta_scales,
-            )
+        try:
+            with naming_bad_records(images.record_files, log=self.log):
+                embedded = embed(
+                    self._model(member),
+                    images.make_dataset,
+                    tta_flip=member.tta_flip,
+                    scales=member.tta_scales,
+                )
+        except NothingEmbedded as error:
+            raise DataError(
+                f"{tag}{split}: no image embedded of {images.description}: each one failed to "
+                f"decode or to resize to image_size {member.image_size} x tta_scales "
+                f"{list(member.tta_scales)} and was dropped; check those settings and the files"
+            ) from error
         self._note_unreadable(tag, images, embedded)
         cache.save_cached(path, expected, embedded, self.config.embed_dtype)
         self.log(f"{tag}embedded {len(embedded)} {split} images")

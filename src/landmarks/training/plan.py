@@ -6,7 +6,7 @@ from __future__ import annotations
 import dataclasses
 import os
 
-from landmarks.config import Config
+from landmarks.config import Config, check_image_size
 from landmarks.data.record_count import count_examples
 from landmarks.errors import ConfigError, DataError
 
@@ -39,7 +39,8 @@ class TrainingPlan:
 def check_config(config: Config, replicas: int = 1) -> TrainingPlan:
     """Fail fast with a ConfigError naming the setting, folder or file at fault.
 
-    Checks: backbone known; image_size a positive multiple of 32; batch sizes (global batch
+    Checks: backbone known; image_size a multiple of 32 from 32 to MAX_IMAGE_SIZE; the
+    schedule, optimizer and loss settings; the ensemble members; batch sizes (global batch
     divisible by `replicas`); epochs, validation settings; training records present (names the
     folder and shard pattern); label map present, labels in [0, num_classes).
     """
@@ -53,9 +54,14 @@ def check_config(config: Config, replicas: int = 1) -> TrainingPlan:
             f"image_size: {config.image_size} is not a positive multiple of 32 "
             f"(the backbone downsamples by 32); try {max(32, round(config.image_size / 32) * 32)}"
         )
+    check_image_size(config.image_size, "config")
     from landmarks.data.augment import check_crop_area_min
+    from landmarks.inference.ensemble import ensemble_members
+    from landmarks.training.optimization import check_optimization_settings
 
     check_crop_area_min(config.crop_area_min)  # before the model is built, not when batches are
+    check_optimization_settings(config)
+    ensemble_members(config)  # written to the run's config.yaml: checked as `infer` will
     if replicas < 1:
         raise ConfigError(f"internal: replica count {replicas}")
     if config.global_batch_size:
