@@ -10,14 +10,16 @@ random training batches for bench/backend.py and bench/model.py.
           a few hundred to ~800 px on the longest side).
 
 `image_table(source, data_dir, folder)` returns a table (id, path, landmark_id) of JPEG files;
-`add_build_arguments` and `repeated_table` are the options and the table of the record-build
-benchmarks (bench/build.py, bench/beam_build.py); `random_batch(rng, batch, size, num_classes)`
+`build_inputs` (with `add_build_arguments` and `repeated_table`) the options and the table of
+the record-build benchmarks (bench/build.py, bench/beam_build.py); `random_batch(rng, batch, size, num_classes)`
 a training batch of random pixels and labels (bench/backend.py, bench/model.py).
 """
 
 from __future__ import annotations
 
+import argparse
 import os
+import tempfile
 
 import pandas as pd
 
@@ -33,6 +35,17 @@ def add_build_arguments(parser, repeat: int) -> None:
     )
     parser.add_argument("--image-size", type=int, default=128, help="longest side for re-encoding")
     parser.add_argument("--shards", type=int, default=8)
+
+
+def build_inputs(description: str, repeat: int, prefix: str):
+    """The start of a record-build benchmark: its options (`add_build_arguments`), a temporary
+    work folder, the source's images and them repeated. Returns (args, work, base, table)."""
+    parser = argparse.ArgumentParser(description=description)
+    add_build_arguments(parser, repeat=repeat)
+    args = parser.parse_args()
+    work = tempfile.mkdtemp(prefix=prefix)
+    base = image_table(args.source, args.data, work)
+    return args, work, base, repeated_table(base, args.repeat)
 
 
 def repeated_table(base: pd.DataFrame, repeat: int) -> pd.DataFrame:
