@@ -24,28 +24,21 @@ The last line printed is one JSON object with the ratios beam / local per worker
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shutil
-import tempfile
 import time
 
-from sources import add_build_arguments, image_table, repeated_table
+from sources import build_inputs
 
 TWO_WORKERS = ["--direct_num_workers=2", "--direct_running_mode=multi_processing"]
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    add_build_arguments(parser, repeat=5)
-    args = parser.parse_args()
+    args, work, base, table = build_inputs(__doc__.split("\n")[0], 5, "bench-beam-")
 
     from landmarks.data.tfrecords import write_records
 
-    work = tempfile.mkdtemp(prefix="bench-beam-")
-    base = image_table(args.source, args.data, work)
-    table = repeated_table(base, args.repeat)
     n = len(table)
 
     cpu_rates = {}

@@ -20,16 +20,14 @@ a real build (hours for GLDv2) pays once.
 
 from __future__ import annotations
 
-import argparse
 import io
 import json
 import os
 import shutil
-import tempfile
 import time
 
 import pandas as pd
-from sources import add_build_arguments, image_table, repeated_table
+from sources import build_inputs
 
 
 def plain_loop(table: pd.DataFrame, out_path: str, image_size: int) -> None:
@@ -68,15 +66,10 @@ def timed(function) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    add_build_arguments(parser, repeat=10)
-    args = parser.parse_args()
+    args, work, base, table = build_inputs(__doc__.split("\n")[0], 10, "bench-build-")
 
     from landmarks.data.tfrecords import write_records
 
-    work = tempfile.mkdtemp(prefix="bench-build-")
-    base = image_table(args.source, args.data, work)
-    table = repeated_table(base, args.repeat)
     n = len(table)
 
     def build(name: str, **options) -> float:

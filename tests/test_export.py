@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from cli_helpers import infer
 
 from landmarks.cli import main
 from landmarks.errors import DataError
@@ -109,13 +110,6 @@ def test_the_export_holds_what_inference_needs_and_nothing_else(exported, run_fo
     }
 
 
-def _infer(config_path: Path, out: Path, *settings: str) -> int:
-    args = ["infer", "--config", str(config_path), "--task", "recognition", "--out", str(out)]
-    for setting in settings:
-        args += ["--set", setting]
-    return main(args)
-
-
 def _predictions(path: Path) -> pd.DataFrame:
     table = pd.read_csv(path, keep_default_na=False).set_index("id").sort_index()
     split = table["landmarks"].str.split(" ", expand=True)
@@ -127,7 +121,7 @@ def test_infer_reuses_matching_embeddings_without_any_train_records(
 ):
     fresh = tmp_path / "fresh.csv"
     model = f"model_path={run_folder / 'embed_model.keras'}"
-    assert _infer(run_folder / "config.yaml", fresh, model, f"output_dir={tmp_path / 'a'}") == 0
+    assert infer(run_folder / "config.yaml", fresh, model, f"output_dir={tmp_path / 'a'}") == 0
     assert "embedding train" in capsys.readouterr().out
 
     reused = tmp_path / "reused.csv"
@@ -137,7 +131,7 @@ def test_infer_reuses_matching_embeddings_without_any_train_records(
         f"records_dir={exported}",  # the export's label_map.csv; no records at all
         f"output_dir={tmp_path / 'b'}",
     ]
-    assert _infer(exported / "config.yaml", reused, *settings) == 0
+    assert infer(exported / "config.yaml", reused, *settings) == 0
     printed = capsys.readouterr().out
     assert "train: reusing" in printed and "(fingerprint matches)" in printed
     assert "embedding train" not in printed
@@ -164,9 +158,7 @@ def test_infer_re_embeds_and_says_why_when_the_fingerprint_differs(
     model = f"model_path={exported / 'embed_model.keras'}"
     out = f"output_dir={tmp_path}"
     assert (
-        _infer(
-            run_folder / "config.yaml", tmp_path / "s.csv", attached, model, out, "tta_flip=true"
-        )
+        infer(run_folder / "config.yaml", tmp_path / "s.csv", attached, model, out, "tta_flip=true")
         == 0
     )
     printed = capsys.readouterr().out
@@ -175,11 +167,11 @@ def test_infer_re_embeds_and_says_why_when_the_fingerprint_differs(
 
     _tiny_model(2).save(str(tmp_path / "other.keras"))
     other = f"model_path={tmp_path / 'other.keras'}"
-    assert _infer(run_folder / "config.yaml", tmp_path / "s.csv", attached, other, out) == 0
+    assert infer(run_folder / "config.yaml", tmp_path / "s.csv", attached, other, out) == 0
     assert "(another model file)" in capsys.readouterr().out
 
     absent = f"train_embeddings={tmp_path / 'absent.npz'}"
-    assert _infer(run_folder / "config.yaml", tmp_path / "s.csv", absent, model, out) == 0
+    assert infer(run_folder / "config.yaml", tmp_path / "s.csv", absent, model, out) == 0
     assert "train: no attached embeddings at" in capsys.readouterr().out
 
 

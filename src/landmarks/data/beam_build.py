@@ -16,7 +16,8 @@ holdout) and hands this task's shard jobs to `run`, which writes them to one fil
                                              shard_writer.write_shard (temporary name, renamed,
                                              then its receipt): the local build's function
     | ToList() | ParDo(CommitFn)             the task manifest from the shards' receipts, then
-                                             manifest.json (tfrecords.commit_task), last
+                                             manifest.json (`commit`: tfrecords.commit_task,
+                                             handed in), last
 
 The jobs travel in a file, not in Create's elements, because Create embeds its elements in the
 job graph, which Dataflow limits to 10 MB; GLDv2's train plan (1.58M ids and paths) is ~130 MB.
@@ -117,13 +118,11 @@ class CommitFn(beam.DoFn):
     """[receipts] -> nothing; writes the task manifest (head from the jobs file, receipts in
     plan order) to `out_dir`, then manifest.json when every task is done."""
 
-    def __init__(self, out_dir: str, path: str, head_span: tuple[int, int], files: list[str]):
+    def __init__(
+        self, out_dir: str, path: str, head_span: tuple[int, int], files: list[str], commit
+    ):
         self.out_dir, self.path, self.head_span, self.files = out_dir, path, head_span, files
-
-    def setup(self):
-        from landmarks.data import tfrecords  # TensorFlow, as in WriteShardFn
-
-        self.tfrecords = tfrecords
+        self.commit = commit  # tfrecords.commit_task (pickled by reference)
 
     def process(self, receipts):
         head = read_line(self.path, *self.head_span)
@@ -131,33 +130,23 @@ class CommitFn(beam.DoFn):
         missing = [f for f in self.files if f not in by_file]
         if missing:
             raise DataError(f"beam build of {head['split']!r}: no receipt for {', '.join(missing)}")
-        self.tfrecords.commit_task(self.out_dir, head, [by_file[f] for f in self.files])
+        self.commit(self.out_dir, head, [by_file[f] for f in self.files])
 
 
-def run(
-    plan: dict,
-    jobs: list,
-    out_dir: str,
-    source: str,
-    task_index: int,
-    num_tasks: int,
-    pipeline_args,
-) -> dict:
-    """Write `jobs` (this task's ShardJobs of `plan`) on Beam with `pipeline_args`; wait for
-    the pipeline; return the merged manifest, or this task's manifest while other tasks of a
-    `--num-tasks` build are missing (as `write_records` does)."""
-    from landmarks.data import tfrecords
-
+def run(jobs: list, out_dir: str, head: dict, pipeline_args, commit) -> None:
+    """Write `jobs` (this task's ShardJobs) on Beam with `pipeline_args` and wait for the
+    pipeline. `head`: the task manifest without its shards (tfrecords.task_head; the runner's
+    name is added to its options here); `commit(out_dir, head, receipts)` writes the task
+    manifest and, when every task is done, manifest.json (tfrecords.commit_task: handed in, so
+    that this module does not import tfrecords, which imports it)."""
     options = pipeline_options(pipeline_args)
     runner = options.view_as(beam.options.pipeline_options.StandardOptions).runner
     try:  # Beam checks the runner's name and options here, before anything is written
         pipeline = beam.Pipeline(options=options)
     except ValueError as error:
         raise ConfigError(f"Beam pipeline options after `--`: {error}") from error
-    head = tfrecords.task_head(
-        plan, source, task_index, num_tasks, {"engine": "beam", "runner": str(runner)}
-    )
-    path = jobs_file(out_dir, plan["split"], task_index, num_tasks)
+    head = dict(head, options=dict(head["options"], runner=str(runner)))
+    path = jobs_file(out_dir, head["split"], head["task_index"], head["num_tasks"])
     spans = write_jobs(path, head, jobs)
     elements = [(job.file, *span) for job, span in zip(jobs, spans[1:], strict=True)]
     files = [job.file for job in jobs]
@@ -170,6 +159,5 @@ def run(
             | "Spread" >> beam.Reshuffle()
             | "WriteShard" >> beam.ParDo(WriteShardFn(path))
             | "AllReceipts" >> beam.combiners.ToList()
-            | "Commit" >> beam.ParDo(CommitFn(out_dir, path, spans[0], files))
+            | "Commit" >> beam.ParDo(CommitFn(out_dir, path, spans[0], files, commit))
         )
-    return tfrecords.build_result(out_dir, plan["split"], task_index, num_tasks)

@@ -68,47 +68,15 @@ def shard_name(split: str, index: int, num_shards: int) -> str:
 # --- public entry points ----------------------------------------------------------------------
 
 
-def prepare(
-    data_dir: str,
-    split: str,
-    out_dir: str,
-    *,
-    num_shards: int | None = None,
-    workers: int = 1,
-    image_size: int | None = None,
-    holdout: float = 0.0,
-    min_images: int = 1,
-    seed: int = 0,
-    num_tasks: int = 1,
-    task_index: int = 0,
-    jpeg_quality: int = 95,
-    progress: bool = True,
-    engine: str = "local",
-    pipeline_args: tuple[str, ...] = (),
-) -> dict:
+def prepare(data_dir: str, split: str, out_dir: str, **options) -> dict:
     """Records of one split of a GLDv2-layout folder ("train" is labelled, "test"/"index" not).
 
-    See `write_records` for the options and the returned manifest.
+    `options` (num_shards, workers, image_size, holdout, ...) and the returned manifest are
+    those of `write_records`.
     """
     table = gldv2.list_split_images(data_dir, split)
     return write_records(
-        table,
-        out_dir,
-        split=split,
-        labelled=split == "train",
-        source=data_dir,
-        num_shards=num_shards,
-        workers=workers,
-        image_size=image_size,
-        holdout=holdout,
-        min_images=min_images,
-        seed=seed,
-        num_tasks=num_tasks,
-        task_index=task_index,
-        jpeg_quality=jpeg_quality,
-        progress=progress,
-        engine=engine,
-        pipeline_args=pipeline_args,
+        table, out_dir, split=split, labelled=split == "train", source=data_dir, **options
     )
 
 
@@ -237,7 +205,9 @@ def write_records(
     if engine == "beam":
         from landmarks.data import beam_build  # ConfigError when apache-beam is missing
 
-        return beam_build.run(plan, jobs, out_dir, source, task_index, num_tasks, pipeline_args)
+        head = task_head(plan, source, task_index, num_tasks, {"engine": "beam"})
+        beam_build.run(jobs, out_dir, head, pipeline_args, commit_task)
+        return build_result(out_dir, split, task_index, num_tasks)
     receipts = _run_jobs(jobs, out_dir, workers, progress)
     head = task_head(plan, source, task_index, num_tasks, {"workers": workers})
     return commit_task(out_dir, head, receipts)

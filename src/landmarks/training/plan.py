@@ -7,6 +7,7 @@ import dataclasses
 import os
 
 from landmarks.config import Config, check_image_size
+from landmarks.data.record_count import count_examples
 from landmarks.errors import ConfigError, DataError
 
 # Keys that fix the shapes of the model's weights: a resumed run must not change them.
@@ -33,29 +34,6 @@ class TrainingPlan:
     steps_per_epoch: int
     total_steps: int
     warmup_steps: int
-
-
-def count_examples(records_dir: str, split: str, files: list) -> int:
-    """Records of `split`: from manifest.json when it says, else by reading the shards once."""
-    counted = _manifest_count(records_dir, split)
-    if counted is not None:
-        return counted
-    import tensorflow as tf
-
-    return int(tf.data.TFRecordDataset(files).reduce(0, lambda n, _: n + 1).numpy())
-
-
-def _manifest_count(records_dir: str, split: str) -> int | None:
-    """Example count of `split` in manifest.json (landmarks.data.tfrecords), if there is one."""
-    import tensorflow as tf
-
-    from landmarks.data.tfrecords import read_manifest
-
-    if not tf.io.gfile.exists(os.path.join(records_dir, "manifest.json")):
-        return None
-    split_info = read_manifest(records_dir).get("splits", {}).get(split, {})
-    count = split_info.get("examples")
-    return int(count) if count is not None else None
 
 
 def check_config(config: Config, replicas: int = 1) -> TrainingPlan:
