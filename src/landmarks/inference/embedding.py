@@ -136,7 +136,9 @@ def _embed_views(forward, dataset, scale: float | None, tta_flip: bool):
         count = views.shape[0]
         labels.append(np.full(count, -1) if label is None else label.numpy().astype(np.int64))
     if not vectors:
-        raise NothingEmbedded("embed: the dataset yielded no image")
+        raise NothingEmbedded(
+            "embed: the dataset yielded no image (it is empty, or every image failed and was dropped)"
+        )
     return np.asarray(ids, dtype=str), np.concatenate(labels), np.concatenate(vectors)
 
 
