@@ -22,7 +22,8 @@ Back ends:
 when Keras runs on JAX, as landmarks.backend sets KERAS_BACKEND, else "tf"); on a CPU "tf" where
 its bfloat16 screen runs natively (AVX512_BF16 or AMX with oneDNN on: 0.68x faiss' time in
 bench/knn.py) and "faiss" elsewhere (about 2.5x faster than tf on an AMD EPYC without bf16),
-or "tf" when faiss is not installed. docs/knn.md gives the measurements and the CPU of each.
+or "tf" when faiss is not installed. docs/benchmarks.md gives the measurements and the CPU of
+each.
 
 Ties: with "tf", "jax" and "numpy", equal similarities are ordered by ascending index row (the lower row
 comes first), across chunk boundaries too. faiss does not specify the order of exact ties.
