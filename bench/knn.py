@@ -4,7 +4,9 @@ Methods (each in its own subprocess, so its peak memory is its own):
   tf          landmarks.inference.knn backend "tf", precision "auto" (the default: a bfloat16 screen
               re-scored in float32 on CPUs with AVX512_BF16/AMX, float32 elsewhere)
   tf-float32  landmarks.inference.knn backend "tf", precision "float32" (chunked matmul + top_k)
-  faiss       faiss.IndexFlatIP (the reference of the goal: tf time <= 1.0 x faiss time)
+  faiss       faiss.IndexFlatIP (the reference of the goals: tf and auto time <= 1.0 x faiss time)
+  auto        landmarks.inference.knn backend "auto" (the default: the back end it resolves to on
+              this machine, printed in the header)
   numpy       landmarks.inference.knn backend "numpy" (chunked matmul + argpartition)
 
 Data: random normal vectors, L2-normalised, float32, fixed seed. Time: the search alone (after
@@ -12,9 +14,14 @@ one small warm-up call that traces the TF function), best of `--repeats` rounds 
 the methods. Memory: peak
 resident set size of the process (ru_maxrss) and the part of it added by the search (peak minus
 the resident size just before the search). Results are checked equal across methods.
+The header names the CPU model, whether it has native bfloat16 dot products (AVX512_BF16/AMX)
+and the load average before the run (the machine may be shared: the ratios are fair because the
+rounds interleave the methods, the absolute times are not).
 Last printed line: JSON of the ratios (time and added memory of each method over faiss).
 
     .venv/bin/python bench/knn.py [--queries 5000] [--index 200000] [--dim 512] [--k 5]
+    .venv/bin/python bench/knn.py --same-process [--repeats 3]   auto against faiss only,
+        alternating in one process (the fairest ratio on a loaded, shared machine)
 """
 
 from __future__ import annotations
@@ -30,7 +37,7 @@ import time
 
 import numpy as np
 
-METHODS = ("tf", "tf-float32", "faiss", "numpy")
+METHODS = ("tf", "tf-float32", "faiss", "numpy", "auto")
 
 
 def make_data(queries: int, index: int, dim: int, seed: int = 0):
@@ -46,12 +53,12 @@ def run_child(args) -> None:
     """Time one method; write its results to args.out and print a JSON line of measurements."""
     import psutil
 
-    from landmarks.inference.search import knn
+    from landmarks.inference.search import knn, resolve_backend
 
     queries, index = make_data(args.queries, args.index, args.dim)
     backend, _, precision = args.method.partition("-")
     options = {}
-    if backend == "tf":
+    if resolve_backend(backend) == "tf":
         options = {
             "chunk_size": args.chunk_size,
             "index_chunk_size": args.index_chunk_size,
@@ -79,6 +86,39 @@ def run_child(args) -> None:
     )
 
 
+def run_auto_against_faiss(args) -> None:
+    """Time knn backend "auto" and "faiss" alternately in this one process (best of
+    `--repeats` each); print the CPU, the load before and after, and their ratio as JSON."""
+    from landmarks.inference.knn_tf import bfloat16_is_fast
+    from landmarks.inference.search import knn, resolve_backend
+
+    queries, index = make_data(args.queries, args.index, args.dim)
+    resolved = resolve_backend("auto")
+    load_before = os.getloadavg()
+    knn(queries[:8], index[:1000], args.k)  # traces the TF function when auto is tf
+    times = {"auto": [], "faiss": []}
+    results = {}
+    for _ in range(args.repeats):
+        for backend in times:
+            start = time.perf_counter()
+            results[backend] = knn(queries, index, args.k, backend=backend)
+            times[backend].append(time.perf_counter() - start)
+    same = float(np.mean(results["auto"][1] == results["faiss"][1]))
+    summary = {
+        "cpu": _cpu_model(),
+        "native_bf16": bfloat16_is_fast(),
+        "auto_resolves_to": resolved,
+        "auto_seconds": [round(t, 2) for t in times["auto"]],
+        "faiss_seconds": [round(t, 2) for t in times["faiss"]],
+        "auto_time_over_faiss": round(min(times["auto"]) / min(times["faiss"]), 3),
+        "indices_equal": same,
+        "load_average_before": [round(x, 2) for x in load_before],
+        "load_average_after": [round(x, 2) for x in os.getloadavg()],
+    }
+    summary["goal_auto_time_le_1x_faiss"] = summary["auto_time_over_faiss"] <= 1.0
+    print(json.dumps(summary))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--queries", type=int, default=5000)
@@ -88,20 +128,32 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--chunk-size", type=int, default=1024, help="tf: queries per step")
     parser.add_argument("--index-chunk-size", type=int, default=8192, help="tf: rows per step")
+    parser.add_argument(
+        "--same-process", action="store_true", help="time auto against faiss in one process"
+    )
     parser.add_argument("--method", choices=METHODS, help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.method:
         run_child(args)
         return
+    if args.same_process:
+        run_auto_against_faiss(args)
+        return
 
     from landmarks.inference.knn_tf import bfloat16_is_fast
+    from landmarks.inference.search import resolve_backend
 
     auto = "bfloat16" if bfloat16_is_fast() else "float32"
     print(
         f"exact top-{args.k}: {args.queries} queries x {args.index} x {args.dim} float32, "
-        f"cpu cores {os.cpu_count()}, tf chunks {args.chunk_size} x {args.index_chunk_size}, "
-        f"tf precision auto = {auto} here"
+        f"tf chunks {args.chunk_size} x {args.index_chunk_size}, tf precision auto = {auto} here, "
+        f"knn_backend auto = {resolve_backend('auto')} here"
+    )
+    print(
+        f"cpu: {_cpu_model()}, {os.cpu_count()} cores, native bf16 dot products "
+        f"{'yes' if bfloat16_is_fast() else 'no'}; load average before the run "
+        + " ".join(f"{load:.2f}" for load in os.getloadavg())
     )
     # Rounds interleave the methods (tf, faiss, numpy, tf, ...) so that a shared, changing CPU
     # load falls on all of them alike; each method keeps its fastest round.
@@ -121,7 +173,7 @@ def main() -> None:
             f"{r['peak_rss_mib']:7.0f} MiB  added by search {r['search_added_mib']:6.0f} MiB"
         )
     reference = results["faiss"]
-    for method in ("tf", "tf-float32", "numpy"):
+    for method in ("tf", "tf-float32", "numpy", "auto"):
         same = float(np.mean(results[method]["indices"] == reference["indices"]))
         gap = float(np.abs(results[method]["values"] - reference["values"]).max())
         print(
@@ -131,13 +183,16 @@ def main() -> None:
         if gap > 1e-4 or same < 0.999:
             sys.exit(f"{method} results differ from faiss")
     ratios = {}
-    for method in ("tf", "tf-float32", "numpy"):
+    for method in ("tf", "tf-float32", "numpy", "auto"):
         name, r = method.replace("-", "_"), results[method]
         ratios[f"{name}_time_over_faiss"] = round(r["seconds"] / reference["seconds"], 3)
         ratios[f"{name}_added_memory_over_faiss"] = round(
             r["search_added_mib"] / max(reference["search_added_mib"], 1.0), 3
         )
     ratios["goal_tf_time_le_1x_faiss"] = ratios["tf_time_over_faiss"] <= 1.0
+    ratios["goal_auto_time_le_1x_faiss"] = ratios["auto_time_over_faiss"] <= 1.0
+    ratios["cpu"] = _cpu_model()
+    ratios["native_bf16"] = bfloat16_is_fast()
     print(json.dumps(ratios))
 
 
@@ -154,6 +209,20 @@ def _run_method(method: str, args, folder: str) -> dict:
     with np.load(out) as saved:
         run["values"], run["indices"] = saved["values"], saved["indices"]
     return run
+
+
+def _cpu_model() -> str:
+    """The CPU's model name from /proc/cpuinfo (Linux), else the platform's processor."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("model name"):
+                    return line.partition(":")[2].strip()
+    except OSError:
+        pass
+    import platform
+
+    return platform.processor() or "unknown"
 
 
 def _child_env() -> dict:

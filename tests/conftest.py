@@ -60,6 +60,30 @@ def mini_records(mini_landmarks, tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def spread_model(tmp_path_factory) -> Path:
+    """A saved embedding model whose embeddings of the mini-landmarks photos are spread out
+    (a random projection of the centred 8x8 thumbnail, 64-d, L2-normalised): its neighbour
+    similarities differ by more than 1e-6 almost everywhere (tiny_models' sit within 1e-5 of
+    each other in 14 % of test -> index neighbour gaps), so rankings can be compared exactly."""
+    import keras
+
+    keras.utils.set_random_seed(1)
+    model = keras.Sequential(
+        [
+            keras.Input((None, None, 3)),
+            keras.layers.Resizing(8, 8),
+            keras.layers.Rescaling(1 / 127.5, offset=-1.0),
+            keras.layers.Flatten(),
+            keras.layers.Dense(64),
+            keras.layers.UnitNormalization(),
+        ]
+    )
+    path = tmp_path_factory.mktemp("spread") / "spread.keras"
+    model.save(str(path))
+    return path
+
+
+@pytest.fixture(scope="session")
 def tiny_models(tmp_path_factory) -> list[Path]:
     """Two small saved embedding models with random weights (seeds 1 and 2): image [B, H, W, 3]
     in [0, 255] -> 16-d L2-normalised embedding. Different weights, the same architecture."""

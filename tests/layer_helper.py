@@ -11,7 +11,11 @@ Every layer test of the project goes through it, so that each layer is checked t
 6. optionally the layer also runs with `training=True` (shape kept, finite outputs);
 7. under the `mixed_float16` and `mixed_bfloat16` global policies a freshly made layer keeps its
    variables in float32, returns finite outputs of a sensible dtype (the compute dtype or
-   float32), and the global policy is restored afterwards, even when a check fails.
+   float32), and the global policy is restored afterwards, even when a check fails;
+8. optionally (`float32_reference`) the float32 islands: under each mixed policy the output equals
+   a float64 numpy reference computed from the inputs rounded to the compute dtype (as Keras
+   autocasts them), to `reference_rtol` before the output's own rounding to its dtype. Math done
+   in bfloat16 (8 significant bits) or float16 misses that bound by orders of magnitude.
 
 Inputs are either shapes (one tuple, or a list of tuples for a layer called on a list) from
 which float32 standard-normal arrays are drawn, or explicit arrays (`input_data`), e.g. for
@@ -27,6 +31,7 @@ import tempfile
 from collections.abc import Callable, Mapping, Sequence
 
 import keras
+import ml_dtypes
 import numpy as np
 
 MIXED_POLICIES = ("mixed_float16", "mixed_bfloat16")
@@ -73,6 +78,9 @@ def run_layer_test(
     seed: int = 0,
     package: str = "landmarks",
     extra_check: Callable | None = None,
+    float32_reference: Callable | None = None,
+    reference_rtol: float = 1e-5,
+    reference_atol: float = 1e-6,
 ):
     """Run the standard layer checks; return `(layer, outputs)` of the float32 run for more tests.
 
@@ -95,6 +103,11 @@ def run_layer_test(
         seed: seed of the random inputs.
         package: the `register_keras_serializable` package the layer must be registered in.
         extra_check: `f(layer, inputs, outputs)` run after the float32 checks.
+        float32_reference: `f(layer, inputs) -> expected` (float64 numpy, one array or a list
+            like the outputs) of a float32 island: called under each mixed policy with the
+            freshly made layer and the inputs rounded to the compute dtype.
+        reference_rtol, reference_atol: its tolerance, |output - expected| <= atol + rtol
+            |expected| before the output's rounding to its own dtype.
     """
     init_kwargs = dict(init_kwargs or {})
     call_kwargs = dict(call_kwargs or {})
@@ -145,6 +158,8 @@ def run_layer_test(
                 policy,
                 expected_output_shape,
                 mixed_output_dtype,
+                float32_reference,
+                (reference_rtol, reference_atol),
             )
     return layer, outputs
 
@@ -286,6 +301,8 @@ def _check_mixed(
     policy,
     expected_output_shape,
     mixed_output_dtype,
+    float32_reference=None,
+    reference_tolerance=(1e-5, 1e-6),
 ):
     previous = keras.config.dtype_policy()
     try:
@@ -306,6 +323,43 @@ def _check_mixed(
             assert dtype in allowed, f"{policy}: output {i} is {dtype}, expected {sorted(allowed)}"
         _check_shapes(outputs, expected_output_shape, f"{policy} output")
         _check_finite(outputs, f"{policy} output")
+        if float32_reference is not None:
+            rounded = [round_to(x, compute) if _is_float(x) else x for x in inputs]
+            expected = float32_reference(layer, rounded)
+            for i, (out, exp) in enumerate(zip(_flatten(outputs), _flatten(expected), strict=True)):
+                assert_correctly_rounded(
+                    out, exp, *reference_tolerance, f"{policy} output {i} vs float32 reference"
+                )
     finally:
         keras.config.set_dtype_policy(previous)
     assert keras.config.dtype_policy().name == previous.name
+
+
+def _is_float(array: np.ndarray) -> bool:
+    return np.issubdtype(np.asarray(array).dtype, np.floating)
+
+
+def round_to(values: np.ndarray, dtype: str) -> np.ndarray:
+    """`values` rounded to `dtype` ("bfloat16", "float16", "float32"; nearest, ties to even, as
+    the backends' casts) and returned as float64."""
+    numpy_dtype = ml_dtypes.bfloat16 if dtype == "bfloat16" else np.dtype(dtype)
+    return np.asarray(values, np.float64).astype(numpy_dtype).astype(np.float64)
+
+
+def assert_correctly_rounded(actual, expected, rtol: float, atol: float, what: str) -> None:
+    """`actual` (a tensor of some float dtype) is `expected` (float64) up to atol + rtol
+    |expected| and then rounded to `actual`'s dtype: it lies between the roundings of
+    expected -/+ that tolerance (rounding is monotonic)."""
+    dtype = keras.backend.standardize_dtype(actual.dtype)
+    actual = np.asarray(keras.ops.convert_to_numpy(keras.ops.cast(actual, "float32")), np.float64)
+    expected = np.asarray(expected, np.float64)
+    tolerance = atol + rtol * np.abs(expected)
+    low, high = round_to(expected - tolerance, dtype), round_to(expected + tolerance, dtype)
+    outside = (actual < low) | (actual > high)
+    if outside.any():
+        error = np.abs(actual - expected)[outside].max()
+        raise AssertionError(
+            f"{what}: {int(outside.sum())} of {outside.size} values differ from the reference "
+            f"by more than {rtol:g} relative + {atol:g} (before rounding to {dtype}); largest "
+            f"difference {error:.3g}"
+        )

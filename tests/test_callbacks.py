@@ -186,3 +186,122 @@ def test_validation_gap_when_half_the_queries_are_recognised_wrongly(tmp_path):
         best_path=str(tmp_path / "best.keras"),
     )
     assert callback.evaluate() == pytest.approx(0.5)
+
+
+# --- resume restores values by path, across precisions (the loss scale too) --------------------
+
+
+def _named_model(seed: int, policy: str):
+    """`_model`'s network with explicit layer names, so that variable paths are the same in
+    every build; compiled under `policy` (mixed_float16 wraps the optimizer in a loss scale)."""
+    keras.config.set_dtype_policy(policy)
+    keras.utils.set_random_seed(seed)
+    inputs = keras.Input((4,))
+    hidden = keras.layers.Dense(6, name="hidden")(inputs)
+    hidden = keras.layers.BatchNormalization(name="norm")(hidden)
+    outputs = keras.layers.Dense(3, dtype="float32", name="logits")(hidden)
+    model = keras.Model(inputs, outputs)
+    schedule = make_schedule(0.01, 20, 2, 0.0)
+    optimizer = make_optimizer("adamw", schedule, weight_decay=1e-3, clip_norm=1.0)
+    model.compile(optimizer=optimizer, loss=ArcFaceCrossEntropy())
+    model.optimizer.build(model.trainable_variables)
+    return model
+
+
+def _by_path(model) -> dict[str, np.ndarray]:
+    """Every model, optimizer (slots, iterations) and loss-scale variable by group and path, the
+    optimizer's own name (adamw, adamw_1, ...) dropped from optimizer paths."""
+    from landmarks.training.checkpoints import _inner_optimizer
+
+    inner, loss_scale = _inner_optimizer(model.optimizer)
+    values = {f"model:{v.path}": v for v in model.weights}
+    for group, variables in (("optimizer", inner.variables), ("loss_scale", loss_scale)):
+        values.update({f"{group}:{v.path.partition('/')[2]}": v for v in variables})
+    return {path: np.asarray(keras.ops.convert_to_numpy(v)) for path, v in values.items()}
+
+
+def assert_every_variable_restored(saved: dict, restored: dict, loss_scale: bool) -> None:
+    """`restored` holds every saved model and optimizer value under the same path (the loss
+    scale's only when the resumed run has one)."""
+    expected = {path for path in saved if loss_scale or not path.startswith("loss_scale:")}
+    assert expected <= set(restored), sorted(expected - set(restored))
+    for path in sorted(expected):
+        np.testing.assert_array_equal(restored[path], saved[path], err_msg=path)
+
+
+@pytest.mark.parametrize(
+    "saved_policy, resumed_policy",
+    [
+        ("mixed_float16", "mixed_float16"),
+        ("mixed_bfloat16", "mixed_float16"),
+        ("mixed_float16", "mixed_bfloat16"),
+    ],
+)
+def test_resume_restores_every_variable_by_path_across_precisions(
+    tmp_path, saved_policy, resumed_policy
+):
+    previous = keras.config.dtype_policy()
+    x, y = _data()
+    try:
+        model = _named_model(0, saved_policy)
+        model.fit(x, y, batch_size=8, epochs=1, verbose=0)
+        if saved_policy == "mixed_float16":  # a loss scale that a fresh optimizer would not have
+            model.optimizer.dynamic_scale.assign(1024.0)
+        RunCheckpoint(str(tmp_path), model, model.optimizer).save(1)
+        saved = _by_path(model)
+        assert any("momentum" in p for p in saved) and any("moving_variance" in p for p in saved)
+
+        fresh = _named_model(1, resumed_policy)  # other initial weights
+        assert RunCheckpoint(str(tmp_path), fresh, fresh.optimizer).restore_latest() == 1
+        restored = _by_path(fresh)
+        both_float16 = saved_policy == resumed_policy == "mixed_float16"
+        assert_every_variable_restored(saved, restored, loss_scale=both_float16)
+        if both_float16:
+            assert float(restored["loss_scale:dynamic_scale"]) == 1024.0
+        if resumed_policy == "mixed_float16" and not both_float16:
+            assert float(restored["loss_scale:dynamic_scale"]) == 2.0**15  # a fresh scale
+    finally:
+        keras.config.set_dtype_policy(previous)
+
+
+@pytest.mark.parametrize("fault", ["swapped", "fresh"])
+def test_the_by_path_check_fails_when_restore_swaps_or_skips_a_variable(
+    tmp_path, monkeypatch, fault
+):
+    """Test of the test: a restore that swaps BatchNorm's gamma and beta (same shape, so the
+    position-and-shape check passes), or leaves the first Adam moment fresh, is caught."""
+    from landmarks.training import checkpoints
+
+    previous = keras.config.dtype_policy()
+    original = checkpoints._assign
+
+    def faulty(variables, saved, path, group):
+        saved = list(saved)
+        if group == "model" and fault == "swapped":
+            names = [name for name, _ in saved]
+            gamma, beta = names.index("norm/gamma"), names.index("norm/beta")
+            saved[gamma], saved[beta] = (
+                (saved[gamma][0], saved[beta][1]),
+                (
+                    saved[beta][0],
+                    saved[gamma][1],
+                ),
+            )
+        if group == "optimizer" and fault == "fresh":
+            first = next(i for i, (name, _) in enumerate(saved) if "momentum" in name)
+            variables = [v for i, v in enumerate(variables) if i != first]
+            saved = [s for i, s in enumerate(saved) if i != first]
+        original(variables, saved, path, group)
+
+    try:
+        model = _named_model(0, "mixed_float16")
+        model.fit(*_data(), batch_size=8, epochs=1, verbose=0)
+        RunCheckpoint(str(tmp_path), model, model.optimizer).save(1)
+        saved = _by_path(model)
+        monkeypatch.setattr(checkpoints, "_assign", faulty)
+        fresh = _named_model(1, "mixed_float16")
+        RunCheckpoint(str(tmp_path), fresh, fresh.optimizer).restore_latest()
+        with pytest.raises(AssertionError):
+            assert_every_variable_restored(saved, _by_path(fresh), loss_scale=True)
+    finally:
+        keras.config.set_dtype_policy(previous)

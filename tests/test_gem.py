@@ -17,8 +17,38 @@ def numpy_gem(x: np.ndarray, p: float, eps: float) -> np.ndarray:
     return np.mean(clamped**p, axis=(1, 2)) ** (1.0 / p)
 
 
-def test_gem_layer_checks():
-    run_layer_test(GeM, {"p": 3.0}, (2, 5, 7, 6), (2, 6), expect_weights=True)
+def _gem_reference(layer, inputs):
+    return numpy_gem(inputs[0], float(keras.ops.convert_to_numpy(layer.p)), layer.eps)
+
+
+def test_gem_layer_checks_and_float32_math_under_mixed_precision():
+    run_layer_test(
+        GeM,
+        {"p": 3.0},
+        (2, 5, 7, 6),
+        (2, 6),
+        expect_weights=True,
+        mixed_output_dtype="float32",
+        float32_reference=_gem_reference,
+    )
+
+
+@keras.saving.register_keras_serializable(package="landmarks")
+class _ComputeDtypeGeM(GeM):
+    """Wrong GeM for the control below: pools in the compute dtype (bfloat16/float16)."""
+
+    def call(self, inputs):
+        p = keras.ops.cast(self.p, inputs.dtype)
+        pooled = keras.ops.mean(keras.ops.power(keras.ops.maximum(inputs, self.eps), p), (1, 2))
+        return keras.ops.cast(keras.ops.power(pooled, 1.0 / p), "float32")
+
+
+def test_the_float32_reference_check_rejects_gem_math_in_the_compute_dtype():
+    """Test of the test: the same check fails when the pooling is done in bfloat16/float16."""
+    with pytest.raises(AssertionError, match="float32 reference"):
+        run_layer_test(
+            _ComputeDtypeGeM, {"p": 3.0}, (2, 5, 7, 6), (2, 6), float32_reference=_gem_reference
+        )
 
 
 def test_gem_matches_numpy_reference_including_negatives():
@@ -39,19 +69,3 @@ def test_gem_p_is_trainable_and_gradients_are_finite_on_zeros():
     assert np.all(np.isfinite(keras.ops.convert_to_numpy(out)))
     assert np.isfinite(float(grads[0])) and float(grads[0]) != 0.0
     assert GeM(trainable=False).trainable_weights == []
-
-
-def test_gem_stays_float32_under_bfloat16():
-    previous = keras.config.dtype_policy()
-    try:
-        keras.config.set_dtype_policy("mixed_bfloat16")
-        layer = GeM(p=3.0)
-        x = np.abs(np.random.default_rng(2).standard_normal((2, 4, 4, 3))).astype("float32")
-        out = layer(x)
-        assert keras.backend.standardize_dtype(out.dtype) == "float32"
-        # input autocast to bf16 loses ~3 digits; the pooling math itself is float32
-        np.testing.assert_allclose(
-            keras.ops.convert_to_numpy(out), numpy_gem(x, 3.0, 1e-6), rtol=1e-2
-        )
-    finally:
-        keras.config.set_dtype_policy(previous)

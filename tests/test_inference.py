@@ -316,6 +316,46 @@ def test_infer_retrieval_with_reranking_end_to_end(tiny_run, mini_landmarks):
     index_ids = _folder_ids(mini_landmarks, "index")
     predictions = validate_retrieval_submission(out, _folder_ids(mini_landmarks, "test"), index_ids)
     assert {len(images) for images in predictions.values()} == {min(100, len(index_ids))}
+    # Every ranking, recomputed from the embeddings the run saved (flip TTA) with the tested
+    # functions and the overrides spelled out: penalty (top 5 of the non-landmark set), the
+    # k=3 vote of queries and index images, label re-rank, query expansion alpha 3, faiss.
+    from landmarks.config import Config
+    from landmarks.inference.predict import predict_recognition, predict_retrieval
+    from landmarks.inference.recognition import non_landmark_penalties
+    from landmarks.inference.run import train_landmark_ids
+
+    saved = {
+        split: load_embeddings(str(tiny_run / "run" / "embeddings" / f"{split}.npz"))
+        for split in ("test", "index", "train", "non_landmark")
+    }
+    train = saved["train"]
+    config = Config.load(str(tiny_run / "config.yaml"))
+    landmarks = train_landmark_ids(config, train.labels)
+    penalties = non_landmark_penalties(
+        train.vectors, saved["non_landmark"].vectors, 5, backend="faiss"
+    )
+
+    def vote(split):
+        return predict_recognition(
+            saved[split].vectors,
+            train.vectors,
+            landmarks,
+            k=3,
+            backend="faiss",
+            penalties=penalties,
+        )[0]
+
+    ranked = predict_retrieval(
+        saved["test"].vectors,
+        saved["index"].vectors,
+        backend="faiss",
+        expansion_alpha=3.0,
+        expansion_k=2,
+        query_landmarks=vote("test"),
+        index_landmarks=vote("index"),
+    )
+    for query, row in zip(saved["test"].ids, ranked, strict=True):
+        assert predictions[query] == list(saved["index"].ids[row]), query
 
 
 def test_infer_without_model_is_a_one_line_error(tmp_path, capsys):

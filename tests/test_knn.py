@@ -85,14 +85,48 @@ def test_every_exact_back_end_finds_the_same_neighbours_on_a_larger_index():
         np.testing.assert_array_equal(indices, expected, err_msg=search)
 
 
-def test_auto_back_end_follows_the_keras_backend(monkeypatch):
+@pytest.mark.parametrize(
+    "keras_backend, accelerator, native_bf16, expected",
+    [
+        ("jax", True, False, "jax"),
+        ("tensorflow", True, True, "tf"),
+        ("jax", False, True, "tf"),
+        ("tensorflow", False, True, "tf"),
+        ("jax", False, False, "faiss"),
+        ("tensorflow", False, False, "faiss"),
+    ],
+)
+def test_auto_back_end_is_the_accelerator_or_the_faster_one_on_this_cpu(
+    monkeypatch, keras_backend, accelerator, native_bf16, expected
+):
+    import jax
+
     from landmarks.inference.search import resolve_backend
 
-    monkeypatch.setenv("KERAS_BACKEND", "jax")
-    assert resolve_backend("auto") == "jax"
-    monkeypatch.setenv("KERAS_BACKEND", "tensorflow")
-    assert resolve_backend("auto") == "tf"
-    assert resolve_backend("faiss") == "faiss"
+    monkeypatch.setenv("KERAS_BACKEND", keras_backend)
+    monkeypatch.setattr(jax, "default_backend", lambda: "gpu" if accelerator else "cpu")
+    monkeypatch.setattr(knn_tf, "on_accelerator", lambda: accelerator)
+    monkeypatch.setattr(knn_tf, "bfloat16_is_fast", lambda: native_bf16)
+    assert resolve_backend("auto") == expected
+    assert resolve_backend("numpy") == "numpy"
+
+
+def test_auto_back_end_on_a_cpu_without_faiss_is_tf(monkeypatch):
+    import builtins
+
+    from landmarks.inference.search import cpu_backend
+
+    real_import = builtins.__import__
+
+    def no_faiss(name, *args, **kwargs):
+        if name == "faiss":
+            raise ImportError("no faiss here")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(knn_tf, "bfloat16_is_fast", lambda: False)
+    assert cpu_backend() == "faiss"
+    monkeypatch.setattr(builtins, "__import__", no_faiss)
+    assert cpu_backend() == "tf"
 
 
 @pytest.mark.parametrize("search", ["tf-float32", "tf-bfloat16", "jax"])
@@ -138,7 +172,7 @@ def test_bfloat16_screen_keeps_near_ties_the_screen_cannot_order():
     near = index[0] + 1e-3 * rng.standard_normal((30, 32)).astype(np.float32)
     index[:30] = near / np.linalg.norm(near, axis=1, keepdims=True)
     queries = np.stack([index[0], index[200]])
-    values, indices = knn(queries, index, 5, precision="bfloat16")
+    values, indices = knn(queries, index, 5, backend="tf", precision="bfloat16")
     expected_values, expected_indices = _brute_force(queries, index, 5)
     np.testing.assert_array_equal(indices, expected_indices)
     np.testing.assert_allclose(values, expected_values, atol=1e-5)
@@ -158,7 +192,7 @@ def test_bfloat16_screen_searches_a_crowded_chunk_in_float32(monkeypatch):
 
     monkeypatch.setattr(knn_tf, "search_float32", counting_search)
     monkeypatch.setattr(knn_tf, "MAX_KEPT_PER_QUERY", 100)
-    values, indices = knn(queries, index, 5, precision="bfloat16")
+    values, indices = knn(queries, index, 5, backend="tf", precision="bfloat16")
     expected_values, expected_indices = _brute_force(queries, index, 5)
     np.testing.assert_array_equal(indices, expected_indices)
     np.testing.assert_allclose(values, expected_values, atol=1e-5)
@@ -171,23 +205,51 @@ def test_screen_that_keeps_too_few_rows_falls_back_to_float32(monkeypatch):
     monkeypatch.setattr(
         knn_tf, "_screen_chunk", lambda step, queries, *rest: (np.zeros(1, int), np.zeros(1, int))
     )
-    values, indices = knn(QUERIES, INDEX, 3, precision="bfloat16")
+    values, indices = knn(QUERIES, INDEX, 3, backend="tf", precision="bfloat16")
     expected_values, expected_indices = _brute_force(QUERIES, INDEX, 3)
     np.testing.assert_array_equal(indices, expected_indices)
     np.testing.assert_allclose(values, expected_values, atol=1e-5)
 
 
-def test_float32_search_restores_the_tensor_float_32_setting():
+def test_float32_search_turns_tensor_float_32_off_while_it_runs_and_restores_it(monkeypatch):
     import tensorflow as tf
 
+    seen_during_search = []
+    original = knn_tf._search_chunk
+
+    def spy(*args):
+        seen_during_search.append(tf.config.experimental.tensor_float_32_execution_enabled())
+        return original(*args)
+
+    monkeypatch.setattr(knn_tf, "_search_chunk", spy)
     before = tf.config.experimental.tensor_float_32_execution_enabled()
-    knn(QUERIES, INDEX, 3, precision="float32")
-    assert tf.config.experimental.tensor_float_32_execution_enabled() == before
+    try:
+        tf.config.experimental.enable_tensor_float_32_execution(True)
+        knn(QUERIES, INDEX, 3, backend="tf", chunk_size=10, precision="float32")
+        assert seen_during_search == [False, False, False]  # 23 queries in chunks of 10
+        assert tf.config.experimental.tensor_float_32_execution_enabled()
+    finally:
+        tf.config.experimental.enable_tensor_float_32_execution(before)
 
 
-def test_auto_precision_uses_float32_when_onednn_is_off(monkeypatch):
-    monkeypatch.setenv("TF_ENABLE_ONEDNN_OPTS", "0")
-    assert not knn_tf.bfloat16_is_fast()
+@pytest.mark.parametrize(
+    "flags, onednn, expected",
+    [
+        ("fpu sse2 avx2 avx512f avx512_bf16 avx512_vnni", None, True),
+        ("fpu sse2 avx2 amx_bf16 amx_tile amx_int8", None, True),
+        ("fpu sse2 avx2 avx512f avx512_vnni", None, False),  # AVX-512 without bf16
+        ("fpu sse2 avx2 amx_bf16", "0", False),  # oneDNN off: TensorFlow emulates bfloat16
+    ],
+)
+def test_bfloat16_detection_reads_the_cpu_flags(tmp_path, monkeypatch, flags, onednn, expected):
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text(f"processor\t: 0\nmodel name\t: a CPU\nflags\t\t: {flags}\n")
+    if onednn is None:
+        monkeypatch.delenv("TF_ENABLE_ONEDNN_OPTS", raising=False)
+    else:
+        monkeypatch.setenv("TF_ENABLE_ONEDNN_OPTS", onednn)
+    assert knn_tf.bfloat16_is_fast(str(cpuinfo)) is expected
+    assert knn_tf.bfloat16_is_fast(str(tmp_path / "missing")) is False
 
 
 def test_ivf_probing_every_cell_is_exact_and_hnsw_finds_most_neighbours():

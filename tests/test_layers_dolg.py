@@ -6,6 +6,7 @@ import keras
 import numpy as np
 import pytest
 from layer_helper import run_layer_test
+from test_gem import numpy_gem
 
 from landmarks.layers import (
     DOLGHead,
@@ -34,14 +35,119 @@ def numpy_fusion(local: np.ndarray, global_: np.ndarray, eps: float = 1e-6) -> n
     return out
 
 
+def _numpy_batch_norm(x: np.ndarray, bn) -> np.ndarray:
+    """Inference-mode batch norm from the layer's weights (gamma, beta, moving mean, variance)."""
+    gamma, beta, mean, var = bn.get_weights()
+    return (x - mean) / np.sqrt(var + bn.epsilon) * gamma + beta
+
+
+def numpy_conv(x: np.ndarray, conv, dilation: int = 1) -> np.ndarray:
+    """A 'same' 3x3 (dilated) or 1x1 convolution from the layer's kernel and bias, by taps:
+    out[y, x] = sum_{i,j} x_padded[y + i*d, x + j*d] @ kernel[i, j] + bias."""
+    kernel, bias = conv.get_weights()
+    size = kernel.shape[0]
+    pad = dilation * (size // 2)
+    b, h, w, _ = x.shape
+    padded = np.pad(x.astype(np.float64), ((0, 0), (pad, pad), (pad, pad), (0, 0)))
+    out = np.zeros((b, h, w, kernel.shape[-1])) + bias
+    for i in range(size):
+        for j in range(size):
+            tap = padded[:, i * dilation : i * dilation + h, j * dilation : j * dilation + w]
+            out += tap @ kernel[i, j]
+    return out
+
+
+def numpy_multi_atrous(x: np.ndarray, layer) -> np.ndarray:
+    """Branches (3x3 dilated convs; image pool: mean -> 1x1 conv -> ReLU, broadcast), concat,
+    1x1 projection + ReLU."""
+    branches = [
+        numpy_conv(x, conv, rate) for conv, rate in zip(layer.atrous, layer.dilations, strict=True)
+    ]
+    pooled = np.maximum(numpy_conv(x.mean(axis=(1, 2), keepdims=True), layer.pool_conv), 0)
+    branches.append(np.broadcast_to(pooled, (*x.shape[:3], pooled.shape[-1])))
+    return np.maximum(numpy_conv(np.concatenate(branches, axis=-1), layer.project), 0)
+
+
+def numpy_spatial_attention(x: np.ndarray, layer) -> np.ndarray:
+    """f = BN(conv1x1(x)); f / |f| (per position) * softplus(conv1x1(ReLU(f)))."""
+    f = _numpy_batch_norm(x.astype(np.float64) @ layer.conv.get_weights()[0][0, 0], layer.bn)
+    att_kernel, att_bias = layer.attention_conv.get_weights()
+    att = np.log1p(np.exp(np.maximum(f, 0) @ att_kernel[0, 0] + att_bias))
+    return f / np.linalg.norm(f, axis=-1, keepdims=True) * att
+
+
+def numpy_dolg_head(stride16: np.ndarray, stride32: np.ndarray, head) -> np.ndarray:
+    """The DOLG head (inference) composed in float64 from its sub-layers' weights: local branch,
+    GeM + Dense, orthogonal fusion, MEAN over positions, Dense neck (dropout is off)."""
+    local_branch = head.local_branch
+    local = numpy_spatial_attention(
+        numpy_multi_atrous(stride16, local_branch.multi_atrous), local_branch.attention
+    )
+    dense_kernel, dense_bias = head.global_dense.get_weights()
+    p = float(keras.ops.convert_to_numpy(head.gem.p))
+    global_ = numpy_gem(stride32, p, head.gem.eps) @ dense_kernel + dense_bias
+    fused = numpy_fusion(local, global_)
+    neck_kernel, neck_bias = head.neck.get_weights()
+    return fused.mean(axis=(1, 2)) @ neck_kernel + neck_bias
+
+
+def _randomised_head(seed: int, head_cls: type = DOLGHead) -> DOLGHead:
+    """A built DOLG head whose biases, batch-norm statistics and GeM p are all non-trivial, so
+    that a reference that skips any of them is caught."""
+    head = head_cls(local_dim=8, embedding_dim=6, dilations=[1, 2, 6])
+    head.build([(2, 5, 5, 4), (2, 3, 3, 7)])
+    rng = np.random.default_rng(seed)
+    for variable in head.weights:
+        shape = tuple(variable.shape)
+        if variable.path.endswith("moving_variance"):
+            value = rng.uniform(0.5, 2.0, shape)
+        elif variable.path.endswith("/p"):
+            value = np.float32(2.5)
+        else:
+            value = 0.5 * rng.standard_normal(shape)
+        variable.assign(np.asarray(value, "float32"))
+    return head
+
+
+def assert_head_matches_numpy(head) -> None:
+    """The head's eval output on a 5x5 stride-16 map (dilation 6 takes the centre-tap path) and
+    a 3x3 stride-32 map equals the numpy composition at 1e-5."""
+    rng = np.random.default_rng(11)
+    stride16 = rng.standard_normal((2, 5, 5, 4)).astype("float32")
+    stride32 = rng.standard_normal((2, 3, 3, 7)).astype("float32")
+    out = keras.ops.convert_to_numpy(head([stride16, stride32], training=False))
+    expected = numpy_dolg_head(stride16, stride32, head)
+    np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-5)
+
+
 def test_layer_checks_multi_atrous():
     run_layer_test(
         MultiAtrous, {"filters": 8, "dilations": [1, 2]}, (2, 6, 5, 4), (2, 6, 5, 8), call_kwargs={}
     )
 
 
+def _attention_island_reference(layer, inputs):
+    """The float32 island of SpatialAttention2D: per-position norm, softplus and product, on
+    the layer's own 1x1 convolutions and batch norm (which run in the compute dtype)."""
+    features = layer.bn(layer.conv(inputs[0]), training=False)
+    logits = layer.attention_conv(keras.ops.relu(features))
+    f, a = (
+        np.asarray(keras.ops.convert_to_numpy(keras.ops.cast(t, "float32")), np.float64)
+        for t in (features, logits)
+    )
+    norm = np.maximum(np.linalg.norm(f, axis=-1, keepdims=True), layer.eps)
+    return f / norm * np.log1p(np.exp(a))
+
+
 def test_layer_checks_spatial_attention():
-    run_layer_test(SpatialAttention2D, {"filters": 6}, (2, 5, 4, 3), (2, 5, 4, 6), call_kwargs=EVAL)
+    run_layer_test(
+        SpatialAttention2D,
+        {"filters": 6},
+        (2, 5, 4, 3),
+        (2, 5, 4, 6),
+        call_kwargs=EVAL,
+        float32_reference=_attention_island_reference,
+    )
 
 
 def test_layer_checks_local_branch():
@@ -56,7 +162,12 @@ def test_layer_checks_local_branch():
 
 def test_layer_checks_orthogonal_fusion():
     run_layer_test(
-        OrthogonalFusion, {}, [(2, 3, 4, 6), (2, 6)], (2, 3, 4, 12), expect_weights=False
+        OrthogonalFusion,
+        {},
+        [(2, 3, 4, 6), (2, 6)],
+        (2, 3, 4, 12),
+        expect_weights=False,
+        float32_reference=lambda layer, inputs: numpy_fusion(*inputs),
     )
 
 
@@ -105,15 +216,13 @@ def test_spatial_attention_matches_numpy():
     layer.bn.set_weights([w.astype("float32") for w in (gamma, beta, mean, var)])
     out = keras.ops.convert_to_numpy(layer(x, training=False))
 
-    kernel = layer.conv.get_weights()[0][0, 0]  # (5, 6)
-    att_kernel, att_bias = layer.attention_conv.get_weights()
-    f = x.astype(np.float64) @ kernel
-    f = (f - mean) / np.sqrt(var + layer.bn.epsilon) * gamma + beta
-    att = np.log1p(np.exp(np.maximum(f, 0) @ att_kernel[0, 0] + att_bias))  # (2,3,4,1)
-    expected = f / np.linalg.norm(f, axis=-1, keepdims=True) * att
+    expected = numpy_spatial_attention(x, layer)
     np.testing.assert_allclose(out, expected, rtol=1e-4, atol=1e-5)
     # each position is normalised on its own: output norms equal the per-position attention
-    np.testing.assert_allclose(np.linalg.norm(out, axis=-1), att[..., 0], rtol=1e-4)
+    f = _numpy_batch_norm(x.astype(np.float64) @ layer.conv.get_weights()[0][0, 0], layer.bn)
+    att_kernel, att_bias = layer.attention_conv.get_weights()
+    att = np.log1p(np.exp(np.maximum(f, 0) @ att_kernel[0, 0] + att_bias))[..., 0]
+    np.testing.assert_allclose(np.linalg.norm(out, axis=-1), att, rtol=1e-4)
 
 
 @pytest.mark.parametrize("dilations", [[1, 2], [6, 12, 18]])
@@ -164,6 +273,35 @@ def test_multi_atrous_accepts_any_spatial_size():
     for h, w in [(3, 5), (7, 2)]:
         out = model(np.ones((2, h, w, 4), "float32"))
         assert tuple(out.shape) == (2, h, w, 8)
+
+
+def test_dolg_head_equals_the_numpy_composition_of_its_sub_layers():
+    assert_head_matches_numpy(_randomised_head(seed=12))
+
+
+class _SumPooledHead(DOLGHead):
+    """Wrong head: sums the fused map over positions instead of averaging it."""
+
+    def call(self, inputs, training=None):
+        local = self.local_branch(inputs[0], training=training)
+        fused = self.fusion([local, self.global_dense(self.gem(inputs[1]))])
+        return self.neck(keras.ops.sum(fused, axis=(1, 2)))
+
+
+class _GeMPooledHead(DOLGHead):
+    """Wrong head: GeM over the fused map (clamps the orthogonal part's negative values)."""
+
+    def call(self, inputs, training=None):
+        local = self.local_branch(inputs[0], training=training)
+        fused = self.fusion([local, self.global_dense(self.gem(inputs[1]))])
+        return self.neck(self.gem(fused))
+
+
+@pytest.mark.parametrize("wrong_head", [_SumPooledHead, _GeMPooledHead])
+def test_the_numpy_head_check_rejects_a_wrong_pooling(wrong_head):
+    """Test of the test: the same check fails a head that pools the fused map otherwise."""
+    with pytest.raises(AssertionError):
+        assert_head_matches_numpy(_randomised_head(seed=12, head_cls=wrong_head))
 
 
 def test_dolg_head_two_sizes_and_uses_the_local_map():

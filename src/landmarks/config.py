@@ -96,7 +96,7 @@ class Config:
     model_path: str = ""  # embed_model.keras; "" = output_dir/run_name/embed_model.keras
     train_embeddings: str = ""  # exported train embeddings (.npz of `export --train-embeddings`): used instead of embedding the train records when their fingerprint matches the model and image_size/tta settings
     image_source: str = "folder"  # test/index images: "folder" (data_dir/<split>, where Kaggle puts the hidden test set) or "records" (<split>-*.tfrec, checked against the folder)
-    knn_backend: str = "auto"  # "auto" (jax on the JAX backend, else tf), "tf", "jax" (chunked matmul + top_k), "numpy", "faiss", "faiss-ivf", "faiss-hnsw"
+    knn_backend: str = "auto"  # "auto" (GPU/TPU: jax on the JAX backend, else tf; CPU: tf with native bf16, else faiss), "tf", "jax" (chunked matmul + top_k), "numpy", "faiss", "faiss-ivf", "faiss-hnsw"
     knn_k: int = 10  # neighbours for recognition voting
     tta_flip: bool = False
     tta_scales: list[float] = field(default_factory=lambda: [1.0])

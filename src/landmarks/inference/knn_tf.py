@@ -183,14 +183,15 @@ def _best_of_kept(queries, index, kept, k):
     return scores[take], index_rows[take]
 
 
-def bfloat16_is_fast() -> bool:
+def bfloat16_is_fast(cpuinfo_path: str = "/proc/cpuinfo") -> bool:
     """True on CPUs with native bfloat16 dot products (AVX512_BF16 or AMX) when TensorFlow's
     oneDNN kernels are on (TF_ENABLE_ONEDNN_OPTS not "0"); elsewhere a bfloat16 matmul is
-    emulated and no faster than float32. Reads /proc/cpuinfo (Linux); False when it cannot."""
+    emulated and no faster than float32. Reads the CPU flags from `cpuinfo_path` (Linux's
+    /proc/cpuinfo); False when it cannot."""
     if os.environ.get("TF_ENABLE_ONEDNN_OPTS") == "0":
         return False
     try:
-        with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
+        with open(cpuinfo_path, encoding="utf-8") as cpuinfo:
             flags = cpuinfo.read()
     except OSError:
         return False

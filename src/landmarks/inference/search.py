@@ -18,8 +18,12 @@ Back ends:
   "faiss-ivf"   approximate: faiss.IndexIVFFlat (inner product), `nlist` cells, `nprobe` probed.
   "faiss-hnsw"  approximate: faiss.IndexHNSWFlat (inner product), graph with `hnsw_m` links.
 
-"auto" is "jax" when Keras runs on JAX (KERAS_BACKEND=jax, as landmarks.backend sets it) and "tf"
-otherwise.
+"auto" picks per machine (`resolve_backend`): on a GPU/TPU the accelerator's own matmul ("jax"
+when Keras runs on JAX, as landmarks.backend sets KERAS_BACKEND, else "tf"); on a CPU "tf" where
+its bfloat16 screen runs natively (AVX512_BF16 or AMX with oneDNN on: 0.68x faiss' time in
+bench/knn.py) and "faiss" elsewhere (about 2.5x faster than tf on an AMD EPYC without bf16),
+or "tf" when faiss is not installed. docs/benchmarks.md gives the measurements and the CPU of
+each.
 
 Ties: with "tf", "jax" and "numpy", equal similarities are ordered by ascending index row (the lower row
 comes first), across chunk boundaries too. faiss does not specify the order of exact ties.
@@ -35,13 +39,38 @@ import numpy as np
 from landmarks.errors import DataError
 
 BACKENDS = ("auto", "tf", "jax", "numpy", "faiss", "faiss-ivf", "faiss-hnsw")
+PRECISIONS = ("auto", "float32", "bfloat16")  # of the "tf" back end
 
 
 def resolve_backend(backend: str) -> str:
-    """`backend`, with "auto" made "jax" when Keras runs on JAX and "tf" otherwise."""
-    if backend == "auto":
-        return "jax" if os.environ.get("KERAS_BACKEND") == "jax" else "tf"
-    return backend
+    """`backend`, with "auto" made the fastest exact back end of this machine: the accelerator's
+    matmul ("jax" on the JAX backend, else "tf") when there is a GPU/TPU, else `cpu_backend()`."""
+    if backend != "auto":
+        return backend
+    from landmarks.inference import knn_tf
+
+    if os.environ.get("KERAS_BACKEND") == "jax":
+        import jax
+
+        if jax.default_backend() != "cpu":
+            return "jax"
+    elif knn_tf.on_accelerator():
+        return "tf"
+    return cpu_backend()
+
+
+def cpu_backend() -> str:
+    """The faster exact back end on this CPU: "tf" when its bfloat16 screen runs natively
+    (`knn_tf.bfloat16_is_fast`), else "faiss" if it is installed, else "tf"."""
+    from landmarks.inference import knn_tf
+
+    if knn_tf.bfloat16_is_fast():
+        return "tf"
+    try:
+        import faiss  # noqa: F401
+    except ImportError:
+        return "tf"
+    return "faiss"
 
 
 def knn(
@@ -77,6 +106,10 @@ def knn(
         raise DataError(f"knn: k must be a positive integer, got {k!r}")
     if k > index.shape[0]:
         raise DataError(f"knn: k={k} is larger than the index ({index.shape[0]} rows)")
+    if precision not in PRECISIONS:  # checked whichever back end "auto" picks on this machine
+        raise DataError(
+            f"knn: unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}"
+        )
     if chunk_size < 1 or index_chunk_size < 1:
         raise DataError(f"knn: chunk sizes must be >= 1, got {chunk_size}, {index_chunk_size}")
     k = int(k)
@@ -114,16 +147,10 @@ def _as_matrix(values, name: str) -> np.ndarray:
 
 # --- TensorFlow ---------------------------------------------------------------------------------
 
-PRECISIONS = ("auto", "float32", "bfloat16")
-
 
 def _knn_tf(queries, index, k, chunk_size, index_chunk_size, precision):
     from landmarks.inference import knn_tf
 
-    if precision not in PRECISIONS:
-        raise DataError(
-            f"knn: unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}"
-        )
     if precision == "auto":
         precision = (
             "bfloat16" if knn_tf.bfloat16_is_fast() and not knn_tf.on_accelerator() else "float32"
