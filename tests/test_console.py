@@ -69,3 +69,23 @@ def test_an_error_raised_during_a_quiet_import_still_shows(tmp_path):
     )
     assert result.returncode == 1
     assert "ImportError: broken tensorflow" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("backend", "package"),
+    [("jax", "tensorflow-cpu>=2.19,<2.22"), ("tensorflow", "tensorflow>=2.19,<2.22")],
+)
+def test_a_command_without_tensorflow_says_what_to_install_in_one_line(tmp_path, backend, package):
+    """Colab's TPU runtime has no TensorFlow: one `error:` line, no traceback."""
+    code = (
+        "import sys; sys.modules['tensorflow'] = None\n"  # as if it were not installed
+        "from landmarks.cli import main\n"
+        f"sys.exit(main(['--backend', '{backend}', 'prepare', '--data-dir', '{tmp_path}', "
+        f"'--out', '{tmp_path / 'records'}']))"
+    )
+    result = _run(["-c", code])
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: TensorFlow is not installed")
+    assert f"pip install '{package}'" in lines[0]
+    assert not (tmp_path / "records").exists()

@@ -34,6 +34,15 @@ from landmarks.errors import ConfigError
 BACKENDS = ("jax", "tensorflow")
 CHOICES = ("auto", *BACKENDS)
 TPU_DEVICE_FILES = ("/dev/accel*", "/dev/vfio/[0-9]*")
+# TensorFlow for the JAX backend, where it only reads the records (tf.data): the CPU build, in
+# pyproject.toml's `jax` extra range (what Kaggle's TPU image ships; Colab's TPU image has none).
+TENSORFLOW_ON_JAX = "tensorflow-cpu>=2.19,<2.22"
+TENSORFLOW_ON_TENSORFLOW = "tensorflow>=2.19,<2.22"
+
+
+def tensorflow_requirement(backend: str) -> str:
+    """The TensorFlow distribution and range to install for Keras `backend`."""
+    return TENSORFLOW_ON_JAX if backend == "jax" else TENSORFLOW_ON_TENSORFLOW
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,8 @@ written to STDERR", "Could not find cuda drivers on your machine", "failed call 
 machine without a GPU, CPU-feature and oneDNN notices. TF_CPP_MIN_LOG_LEVEL does not reach the
 lines logged before absl is initialised, so `import_tensorflow()` imports TensorFlow and lists
 its devices with descriptor 2 pointed at /dev/null, then restores it. An import that fails
-still raises its exception (exceptions are raised, not printed). Every process that imports
+still raises its exception (exceptions are raised, not printed); TensorFlow not installed at
+all (Colab's TPU runtime has none) is a LandmarksError naming what to install for the backend. Every process that imports
 TensorFlow first through this function stays quiet: the CLI's own, and the forkserver of the
 TFRecord writers (landmarks.data.shard_writer).
 
@@ -19,6 +20,9 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
+
+from landmarks.backend import tensorflow_requirement
+from landmarks.errors import LandmarksError
 
 VERBOSE_ENV = "LANDMARKS_VERBOSE"
 
@@ -39,15 +43,26 @@ def is_verbose() -> bool:
 
 
 def import_tensorflow():
-    """`import tensorflow`, with its C++ start-up lines silenced unless verbose; returns it."""
-    if is_verbose() or "tensorflow" in sys.modules:
-        import tensorflow as tf
+    """`import tensorflow`, with its C++ start-up lines silenced unless verbose; returns it.
 
-        return tf
-    with _stderr_to_devnull():
-        import tensorflow as tf
+    LandmarksError (one line: the package to install) when TensorFlow is not installed."""
+    try:
+        if is_verbose() or "tensorflow" in sys.modules:
+            import tensorflow as tf
 
-        tf.config.list_physical_devices()  # the CUDA probe logs here, on first use
+            return tf
+        with _stderr_to_devnull():
+            import tensorflow as tf
+
+            tf.config.list_physical_devices()  # the CUDA probe logs here, on first use
+    except ModuleNotFoundError as error:
+        if error.name != "tensorflow":
+            raise
+        backend = os.environ.get("KERAS_BACKEND") or "tensorflow"
+        raise LandmarksError(
+            f"TensorFlow is not installed and this command needs it (tf.data reads the "
+            f"records, also on {backend}): pip install '{tensorflow_requirement(backend)}'"
+        ) from None
     return tf
 
 
