@@ -33,6 +33,7 @@ import json
 import os
 from dataclasses import dataclass
 
+from landmarks.backend import tpu_device_files, tpu_vm_signs
 from landmarks.errors import ConfigError
 
 
@@ -198,8 +199,8 @@ def _detect_tensorflow(allow_tpu: bool) -> DeviceSetup:
 
 
 def _tpu_vm() -> bool:
-    """True on a TPU VM: the TPU chips are devices of this host."""
-    return os.path.exists("/dev/accel0") or os.path.exists("/dev/vfio/0")
+    """True on a TPU VM: the TPU chips are devices of this host (landmarks.backend's signs)."""
+    return bool(tpu_vm_signs(os.environ, tpu_device_files()))
 
 
 def _tpu_present() -> bool:
