@@ -188,3 +188,20 @@ def test_tpu_presets_scale_their_global_batch_with_the_replicas(preset):
     assert batch_sizes(fixed, 1) == (8 * per_core, 8 * per_core)
     with pytest.raises(ConfigError, match=f"global_batch_size: {8 * per_core} .* 3 replicas"):
         batch_sizes(fixed, 3)
+
+
+@pytest.mark.parametrize(
+    ("preset", "replicas", "precision", "global_batch"),
+    [
+        ("gpu_dolg_lite2.yaml", 1, "mixed_float16", 32),  # one T4
+        ("gpu_t4x2_dolg_lite2.yaml", 2, "mixed_float16", 64),  # Kaggle's GPU T4 x2
+        ("gpu_l4_dolg_lite2.yaml", 1, "mixed_bfloat16", 48),  # one L4
+    ],
+)
+def test_gpu_presets_precision_and_global_batch(preset, replicas, precision, global_batch):
+    from landmarks.config import Config
+    from landmarks.training.plan import batch_sizes
+
+    config = Config.load(str(CONFIGS / preset))
+    assert resolve_precision(config.precision, "gpu") == precision
+    assert batch_sizes(config, replicas)[1] == global_batch
