@@ -74,8 +74,8 @@ bench-ensemble: data
 	$(BIN)/python bench/ensemble.py
 
 lint: setup
-	$(BIN)/ruff check src tests bench
-	$(BIN)/ruff format --check src tests bench
+	$(BIN)/ruff check src tests bench stacks
+	$(BIN)/ruff format --check src tests bench stacks
 
 clean:
 	rm -rf output/* $(DATA)
