@@ -16,8 +16,9 @@ get (`backend: jax`) and its own accelerator packages (`held: jax jaxlib keras .
 4. pytest: tests/test_kaggle_dry_run.py (notebooks 01 -> 02 -> 03 through papermill) and the
    tests marked `backends`, on the stack's backend, importing the installed wheel (no src/ on
    the path).
-5. One Markdown table row, with the date and the minutes of each step, appended to
-   .stacks/results.md and printed.
+5. One Markdown table row (the held packages' versions, TensorFlow's and h5py's after the
+   install, the result, the date and the minutes of each step) appended to .stacks/results.md
+   and printed.
 
 Exit status 0 when every step passed. Python for the stack: PYTHON_3_13 (for 3.13; PYTHON_3_12
 ...) when set, else python3.13 on PATH, else a pyenv installation ~/.pyenv/versions/3.13*.
@@ -39,6 +40,7 @@ REPO = Path(__file__).resolve().parents[1]
 STACKS = REPO / "stacks"
 WORK = REPO / ".stacks"
 TOOLING = ("pytest", "papermill", "ipykernel", "nbclient", "nbformat")
+REPORTED = ("tensorflow", "tensorflow-cpu", "h5py")  # shown after the install, held or not
 
 
 def read_stack(name: str) -> dict:
@@ -171,10 +173,12 @@ def main(argv: list[str]) -> int:
     minutes["tests"] = (time.time() - step) / 60
 
     held = ", ".join(f"{n} {v}" for n, v in after.items() if v)
+    others = versions(python, [n for n in REPORTED if n not in after])
+    added = ", ".join(f"{n} {v}" for n, v in others.items() if v) or "none"
     result = "passed" if ok and not changed and tests else "FAILED"
     date = datetime.datetime.fromtimestamp(started, datetime.timezone.utc)
     row = (
-        f"| {name} | {stack['python']} | {stack['backend']} | {held} | {result} | "
+        f"| {name} | {stack['python']} | {stack['backend']} | {held} | {added} | {result} | "
         f"{date:%Y-%m-%d %H:%M} UTC | venv {minutes['venv']:.0f} + install "
         f"{minutes['install']:.1f} + tests {minutes['tests']:.0f} min |"
     )
