@@ -505,6 +505,8 @@ COLAB_TPU = {
     [
         ("jax", {}, install.TENSORFLOW_ON_JAX),
         (None, {"KERAS_BACKEND": "jax"}, install.TENSORFLOW_ON_JAX),
+        (None, {"ISTPUVM": "1"}, install.TENSORFLOW_ON_JAX),  # auto on a TPU VM with JAX
+        ("auto", {"TPU_ACCELERATOR_TYPE": "v5litepod-1"}, install.TENSORFLOW_ON_JAX),
         ("tensorflow", {}, "tensorflow==2.21.0"),
         (None, {"KERAS_BACKEND": "tensorflow"}, "tensorflow==2.21.0"),
     ],

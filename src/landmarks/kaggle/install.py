@@ -99,8 +99,8 @@ def install_missing(
     requirement lines installed (empty when nothing was missing).
 
     wheels_dir: a folder of wheels (an attached dataset) or None/"" for the registry only.
-    backend: the Keras backend to come ("jax" or "tensorflow"); None decides it as
-    `landmarks.backend.decide_backend` does (KERAS_BACKEND, else auto). Pip is this
+    backend: the Keras backend to come, "jax", "tensorflow", "auto" or None (KERAS_BACKEND,
+    else auto), as `landmarks.backend.decide_backend` decides it. Pip is this
     interpreter's (the kernel's): `python -m pip`.
     """
     from landmarks.kaggle.client import pip_command, run_tool
@@ -146,18 +146,16 @@ def _tensorflow_for_backend(
     missing: list[str], backend: str | None, log: Callable[[str], None]
 ) -> list[str]:
     """`missing` with a missing TensorFlow replaced by TENSORFLOW_ON_JAX when JAX is the
-    backend (`backend`, or decided as landmarks.backend does when None)."""
+    backend: `backend` ("jax", "tensorflow", "auto" or None) decided as
+    landmarks.backend.decide_backend does (None: KERAS_BACKEND, else auto)."""
     if not any(project_name(line) == "tensorflow" for line in missing):
         return missing
-    if backend is None:
-        decision = decide_backend()
-        backend, why = decision.backend, decision.reason
-    else:
-        why = "as asked"
-    if backend != "jax":
+    decision = decide_backend(backend)
+    if decision.backend != "jax":
         return missing
     log(
-        f"requirements: no TensorFlow here and the backend is jax ({why}): {TENSORFLOW_ON_JAX} "
+        f"requirements: no TensorFlow here and the backend is jax ({decision.reason}): "
+        f"{TENSORFLOW_ON_JAX} "
         "instead of the pinned GPU build (TensorFlow only reads the records on JAX)"
     )
     return [TENSORFLOW_ON_JAX if project_name(line) == "tensorflow" else line for line in missing]
