@@ -11,7 +11,7 @@ export NO_ALBUMENTATIONS_UPDATE := 1
 export TF_CPP_MIN_LOG_LEVEL := 2
 export PYTHONUNBUFFERED := 1
 
-.PHONY: setup data demo test test-versions bench bench-heads bench-ensemble lint clean
+.PHONY: setup data demo test test-stacks bench bench-heads bench-ensemble lint clean
 
 setup: $(STAMP)
 
@@ -39,37 +39,24 @@ test: data
 	KERAS_BACKEND=tensorflow $(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 	KERAS_BACKEND=jax $(BIN)/python -m pytest -m backends -n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
-# The low ends of the ranges pyproject.toml declares, each in its own venv: requirements.txt with
-# only the versions that differ substituted (not part of `make test`: about 15 minutes on 2 cores
-# once the venvs exist, plus about 4 minutes of installs the first time).
-#   GPU images (Kaggle/Colab): tensorflow 2.19.0 (the lowest 2.19 on PyPI), keras 3.10.0, and
-#     numpy<2.2 because tensorflow 2.19 requires it; the tests below on TensorFlow.
-#   Kaggle's TPU VM image: tensorflow-cpu 2.20.0, keras and jax as pinned (the latest keras);
-#     the tests marked `backends` on JAX.
-LOWEND_GPU_VENV ?= .venv-lowend-gpu
-LOWEND_TPU_VENV ?= .venv-lowend-tpu
-VERSION_TESTS := tests/test_layers_dolg.py tests/test_arcface.py tests/test_gem.py tests/test_models.py \
-	tests/test_training.py tests/test_inference.py tests/test_efficientnet_lite.py \
-	tests/test_optimization.py tests/test_callbacks.py
+# Every runtime users have, as a replica: stacks/<name>.txt is one runtime's pinned package list
+# (its public source and date in its header: Colab's TPU runtime, Kaggle's/Colab's GPU image,
+# Kaggle's TPU VM image, the low ends pyproject.toml declares, this project's own pins). For
+# each, stacks/run_stack.py makes a venv .stacks/<name> with that list alone and the stack's
+# Python, installs the landmarks wheel as the notebooks do (--no-deps, then install_missing),
+# checks the stack's own accelerator packages were kept, and runs the Kaggle dry run and the
+# `backends` tests on the stack's backend. Not part of `make test`: about 1 GB of installs per
+# stack the first time, then 10-25 minutes per stack on 2 cores. Needs `make data` first; a
+# Python of each stack's version (PYTHON_3_13=... when python3.13 is not on PATH or in pyenv).
+#   make test-stacks STACKS="colab-tpu kaggle-tpu-vm"
+STACKS ?= colab-tpu kaggle-gpu kaggle-tpu-vm lowend-gpu project
 
-$(LOWEND_GPU_VENV)/.installed: requirements.txt requirements-dev.txt
-	$(PYTHON) -m venv $(LOWEND_GPU_VENV)
-	sed -e 's/^tensorflow==.*/tensorflow==2.19.0/' -e 's/^keras==.*/keras==3.10.0/' \
-		-e 's/^numpy==.*/numpy<2.2/' requirements.txt > $(LOWEND_GPU_VENV)/requirements.txt
-	$(LOWEND_GPU_VENV)/bin/python -m pip install -q -r $(LOWEND_GPU_VENV)/requirements.txt -r requirements-dev.txt
-	touch $@
-
-$(LOWEND_TPU_VENV)/.installed: requirements.txt requirements-dev.txt
-	$(PYTHON) -m venv $(LOWEND_TPU_VENV)
-	sed -e 's/^tensorflow==.*/tensorflow-cpu==2.20.0/' requirements.txt > $(LOWEND_TPU_VENV)/requirements.txt
-	$(LOWEND_TPU_VENV)/bin/python -m pip install -q -r $(LOWEND_TPU_VENV)/requirements.txt -r requirements-dev.txt
-	touch $@
-
-test-versions: data $(LOWEND_GPU_VENV)/.installed $(LOWEND_TPU_VENV)/.installed
-	@$(LOWEND_GPU_VENV)/bin/python -c "import tensorflow as t, keras as k, numpy as n; print('== GPU-image low end: tensorflow', t.__version__, 'keras', k.__version__, 'numpy', n.__version__)"
-	PYTHONPATH=$(CURDIR)/src KERAS_BACKEND=tensorflow $(LOWEND_GPU_VENV)/bin/python -m pytest -q -m "not slow" $(VERSION_TESTS) $(PYTEST_ARGS)
-	@$(LOWEND_TPU_VENV)/bin/python -c "import tensorflow as t, keras as k, jax as j; print('== TPU-image end: tensorflow-cpu', t.__version__, 'keras', k.__version__, 'jax', j.__version__)"
-	PYTHONPATH=$(CURDIR)/src KERAS_BACKEND=jax $(LOWEND_TPU_VENV)/bin/python -m pytest -q -m backends $(PYTEST_ARGS)
+test-stacks:
+	@test -f $(DATA)/train.csv || { echo "error: $(DATA)/train.csv missing: run make data"; exit 2; }
+	@status=0; for stack in $(STACKS); do \
+		$(PYTHON) stacks/run_stack.py $$stack $(PYTEST_ARGS) || status=1; done; \
+	echo "== results (also in .stacks/results.md)"; tail -n $(words $(STACKS)) .stacks/results.md; \
+	exit $$status
 
 # The ratio benchmarks (each prints its ratios as JSON on its last line). bench/heads_gap.py
 # trains four demo models at the demo budget (about an hour on 2 cores): `make bench-heads`.
@@ -87,8 +74,8 @@ bench-ensemble: data
 	$(BIN)/python bench/ensemble.py
 
 lint: setup
-	$(BIN)/ruff check src tests bench
-	$(BIN)/ruff format --check src tests bench
+	$(BIN)/ruff check src tests bench stacks
+	$(BIN)/ruff format --check src tests bench stacks
 
 clean:
 	rm -rf output/* $(DATA)

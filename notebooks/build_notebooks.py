@@ -36,10 +36,11 @@ BACKEND_PARAMETER = (
 
 ENVIRONMENT_MD = """\
 ## Where are we running?
-One call tells Kaggle, Colab and a local machine apart (and TPU, GPU, CPU).
-`ENV.input_path` checks that an input folder exists; on a Kaggle TPU it turns an attached
-dataset's `/kaggle/input/<dataset>` folder into the dataset's `gs://` path, which the TPU
-reads directly."""
+One call tells Kaggle, Colab and a local machine apart (and TPU VM, TPU node, GPU, CPU).
+`ENV.input_path` checks that an input folder exists; a TPU VM (Kaggle's, Colab's) reads the
+attached datasets from their mounted files like any other machine; only on a Kaggle TPU node
+does an attached dataset's `/kaggle/input/<dataset>` folder become the dataset's `gs://` path,
+which the remote TPU reads directly."""
 
 INSTALL_MD = """\
 ## Install `landmarks`
@@ -48,7 +49,9 @@ it has. The `landmarks` wheel comes from the attached wheels dataset `WHEELS_DIR
 registry); of its pinned requirements only the missing ones are installed, from that dataset
 when it is a full wheelhouse (`python -m landmarks kaggle wheelhouse`, internet off), else from
 the registry (internet on; then `kaggle publish --package` is dataset enough). Where `landmarks`
-is installed already (Colab, a local machine), only the missing requirements are checked."""
+is installed already (Colab, a local machine), only the missing requirements are checked.
+Where TensorFlow is missing and JAX is the backend (Colab's TPU runtime), `tensorflow-cpu` is
+installed (it only reads the records there); if pip cannot resolve, its reason is shown."""
 
 INSTALL = """\
 import importlib.util

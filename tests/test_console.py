@@ -69,3 +69,76 @@ def test_an_error_raised_during_a_quiet_import_still_shows(tmp_path):
     )
     assert result.returncode == 1
     assert "ImportError: broken tensorflow" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("backend", "package"),
+    [("jax", "tensorflow-cpu>=2.19,<2.22"), ("tensorflow", "tensorflow>=2.19,<2.22")],
+)
+def test_a_command_without_tensorflow_says_what_to_install_in_one_line(tmp_path, backend, package):
+    """Colab's TPU runtime has no TensorFlow: one `error:` line, no traceback."""
+    code = (
+        "import sys; sys.modules['tensorflow'] = None\n"  # as if it were not installed
+        "from landmarks.cli import main\n"
+        f"sys.exit(main(['--backend', '{backend}', 'prepare', '--data-dir', '{tmp_path}', "
+        f"'--out', '{tmp_path / 'records'}']))"
+    )
+    result = _run(["-c", code])
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: TensorFlow is not installed")
+    assert f"pip install '{package}'" in lines[0]
+    assert not (tmp_path / "records").exists()
+
+
+# What XLA's runtime writes to descriptor 2 on a slow JAX compile and at the first jit-compiled
+# augmentation (the lines as jaxlib 0.10 and TensorFlow 2.21 print them), between two lines of
+# the program's own and a progress bar's partial updates.
+XLA_NOISE = (
+    "E1203 14:02:11.123456   4242 slow_operation_alarm.cc:73] \n"
+    "********************************\n"
+    "[Compiling module jit_train_step] Very slow compile? If you want to file a bug, run with "
+    "envvar XLA_FLAGS=--xla_dump_to=/tmp/foo and attach the results.\n"
+    "********************************\n"
+    "E1203 14:04:15.000001   4242 slow_operation_alarm.cc:140] The operation took 2m4.1s\n"
+    "I0000 00:00:1764770531.1 4242 device_compiler.h:188] Compiled cluster using XLA!  This "
+    "line is logged at most once for the lifetime of the process.\n"
+)
+NATIVE_WRITER = f"""
+import os, sys, time
+from landmarks.console import native_noise_filtered
+with native_noise_filtered():
+    os.write(2, b"before\\n")
+    os.write(2, {XLA_NOISE.encode()!r})
+    os.write(2, b"step 1/2\\r")
+    time.sleep(0.5)
+    os.write(2, b"step 2/2\\r")
+    print("warning: kept", file=sys.stderr)
+    os.write(2, b"after\\n")
+os.write(2, b"restored\\n")
+"""
+
+
+@pytest.mark.parametrize("verbose", ["0", "1"])
+def test_xla_compile_alarms_are_left_out_unless_verbose(verbose):
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "LANDMARKS_VERBOSE": verbose}
+    result = subprocess.run(
+        [sys.executable, "-c", NATIVE_WRITER], capture_output=True, env=env, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    err = result.stderr.decode()
+    own = "before\n" + ("" if verbose == "0" else XLA_NOISE)
+    assert err == own + "step 1/2\rstep 2/2\rwarning: kept\nafter\nrestored\n"
+
+
+def test_a_fatal_abort_inside_the_filter_still_shows_its_last_line():
+    """The filter is a process: what this one wrote before os.abort() reaches the console."""
+    code = (
+        "import os\nfrom landmarks.console import native_noise_filtered\n"
+        "with native_noise_filtered():\n"
+        "    os.write(2, b'F1203 check failed: the last words\\n')\n    os.abort()\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "LANDMARKS_VERBOSE": "0"}
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, env=env, timeout=60)
+    assert result.returncode != 0
+    assert b"F1203 check failed: the last words" in result.stderr

@@ -16,6 +16,7 @@ from landmarks.kaggle.environment import Environment, detect_environment
 def no_devices(monkeypatch):
     """Pretend this machine has no TPU or GPU device files."""
     monkeypatch.setattr(environment.os.path, "exists", lambda path: False)
+    monkeypatch.setattr(environment, "tpu_device_files", lambda: ())
 
 
 @pytest.mark.parametrize(
@@ -41,8 +42,37 @@ def test_detect_environment_from_variables(no_devices, variables, platform, acce
     assert detect_environment(variables) == Environment(platform, accelerator, working)
 
 
+@pytest.mark.parametrize(
+    "variables, device_files, platform",
+    [
+        ({"KAGGLE_KERNEL_RUN_TYPE": "Batch", "ISTPUVM": "1"}, (), "kaggle"),  # Kaggle's image
+        ({"KAGGLE_KERNEL_RUN_TYPE": "Batch"}, ("/dev/vfio/0", "/dev/vfio/1"), "kaggle"),  # v3-8
+        ({"COLAB_RELEASE_TAG": "release-colab_2026"}, ("/dev/accel0",), "colab"),  # v5e-1
+        ({"TPU_ACCELERATOR_TYPE": "v6e-8"}, (), "local"),  # a Cloud TPU VM
+    ],
+)
+def test_a_tpu_vm_is_detected_from_its_variables_or_chips(
+    no_devices, variables, device_files, platform
+):
+    found = detect_environment(variables, device_files)
+    assert (found.platform, found.accelerator, found.tpu_vm) == (platform, "tpu", True)
+    assert "(tpu VM)" in str(found)
+
+
+def test_a_kaggle_tpu_vm_reads_attached_datasets_from_their_mounted_files(monkeypatch):
+    """Kaggle's TPU VM mounts the datasets: no gs:// detour even where KaggleDatasets knows one."""
+    _fake_kaggle_datasets(monkeypatch, {"gldv2-tfrecords": "gs://kds-abc123"})
+    mounted = "/kaggle/input/gldv2-tfrecords/train"
+    monkeypatch.setattr(environment.os.path, "exists", lambda path: path == mounted)
+    tpu_vm = detect_environment({"KAGGLE_KERNEL_RUN_TYPE": "Batch", "ISTPUVM": "1"}, ())
+    assert tpu_vm.input_path(mounted) == mounted
+    node = Environment("kaggle", "tpu", "/kaggle/working", tpu_vm=False)
+    assert node.input_path(mounted) == "gs://kds-abc123/train"
+
+
 def test_gpu_is_detected_from_the_nvidia_device_unless_hidden(monkeypatch):
     monkeypatch.setattr(environment.os.path, "exists", lambda path: path == "/dev/nvidia0")
+    monkeypatch.setattr(environment, "tpu_device_files", lambda: ())
     assert detect_environment({"KAGGLE_KERNEL_RUN_TYPE": "Batch"}).accelerator == "gpu"
     assert detect_environment({"CUDA_VISIBLE_DEVICES": ""}).accelerator == "cpu"
 
@@ -69,7 +99,7 @@ def _fake_kaggle_datasets(monkeypatch, buckets):
     monkeypatch.setitem(sys.modules, "kaggle_datasets", module)
 
 
-def test_kaggle_tpu_reads_attached_datasets_from_gcs(monkeypatch, tmp_path):
+def test_kaggle_tpu_node_reads_attached_datasets_from_gcs(monkeypatch, tmp_path):
     _fake_kaggle_datasets(monkeypatch, {"gldv2-tfrecords": "gs://kds-abc123"})
     tpu = Environment("kaggle", "tpu", "/kaggle/working")
     assert tpu.input_path("/kaggle/input/gldv2-tfrecords") == "gs://kds-abc123"

@@ -74,7 +74,7 @@ elif args[0] == "install":
         with open(os.environ["FAKE_LOG"], "a") as log:
             log.write(json.dumps(["constraints", handle.read()]) + "\\n")
     if os.environ.get("FAKE_FAIL"):
-        print("ERROR: No matching distribution found for " + args[-1])
+        print(os.environ.get("FAKE_PIP_SAYS") or "ERROR: No matching distribution found for " + args[-1])
         sys.exit(1)
 """
 
@@ -443,13 +443,16 @@ def test_install_adds_only_missing_requirements_and_holds_the_rest(fakes, tmp_pa
     installed = install.install_missing(str(wheelhouse), str(requirements), log=log.append)
     assert installed == ["not-a-real-package-xyz==1.2"]
     (call,) = [c for c in fakes() if c[0] == "pip"]
-    assert call[1:5] == ["install", "--quiet", "--no-index", "--find-links"]
-    assert call[5] == str(wheelhouse) and call[-1] == "not-a-real-package-xyz==1.2"
+    assert call[1:6] == ["install", "--progress-bar", "off", "--no-index", "--find-links"]
+    assert "--quiet" not in call  # pip's reasons reach the user
+    assert call[6] == str(wheelhouse) and call[-1] == "not-a-real-package-xyz==1.2"
     held = _constraints(fakes())
-    # Present packages are pinned at the versions installed here, not the file's pins.
+    # The accelerator stack is held at the versions installed here, not the file's pins.
     assert held["numpy"] == importlib.metadata.version("numpy") != "1.0.0"
-    assert held["pyyaml"] == importlib.metadata.version("pyyaml")
-    assert held["tensorflow"] == importlib.metadata.version("tensorflow")  # protected
+    assert held["tensorflow"] == importlib.metadata.version("tensorflow")
+    assert held["protobuf"] == importlib.metadata.version("protobuf")
+    # Other present packages may move to satisfy what is installed.
+    assert "pyyaml" not in held and "h5py" not in held
     assert "not-a-real-package-xyz" not in held
     assert any("(--no-index)" in line for line in log)
 
@@ -481,7 +484,50 @@ def test_install_counts_another_build_of_the_same_module_as_present(fakes, tmp_p
         "efficientnet==1.1.1"
     ]
     assert "tensorflow-cpu 2.20.0, opencv-python 4.11.0.86, numpy 2.0.2" in log[0]
-    assert _constraints(fakes()) == image  # held where they are
+    # The accelerator stack is held where it is; OpenCV, kept, is not a constraint.
+    assert _constraints(fakes()) == {"tensorflow-cpu": "2.20.0", "numpy": "2.0.2"}
+
+
+# Colab's TPU runtime (googlecolab/backend-info, 2026-08): JAX, Keras, no TensorFlow.
+COLAB_TPU = {
+    "jax": "0.7.2",
+    "jaxlib": "0.7.2",
+    "libtpu": "0.0.21",
+    "keras": "3.13.2",
+    "protobuf": "7.35.1",
+    "numpy": "2.0.2",
+    "h5py": "3.16.0",
+}
+
+
+@pytest.mark.parametrize(
+    ("backend", "environ", "expected"),
+    [
+        ("jax", {}, install.TENSORFLOW_ON_JAX),
+        (None, {"KERAS_BACKEND": "jax"}, install.TENSORFLOW_ON_JAX),
+        (None, {"ISTPUVM": "1"}, install.TENSORFLOW_ON_JAX),  # auto on a TPU VM with JAX
+        ("auto", {"TPU_ACCELERATOR_TYPE": "v5litepod-1"}, install.TENSORFLOW_ON_JAX),
+        ("tensorflow", {}, "tensorflow==2.21.0"),
+        (None, {"KERAS_BACKEND": "tensorflow"}, "tensorflow==2.21.0"),
+    ],
+)
+def test_missing_tensorflow_on_jax_is_the_cpu_build_within_the_held_stack(
+    fakes, tmp_path, monkeypatch, backend, environ, expected
+):
+    monkeypatch.setattr(install, "installed_version", lambda name: COLAB_TPU.get(name))
+    monkeypatch.delenv("KERAS_BACKEND", raising=False)
+    for key, value in environ.items():
+        monkeypatch.setenv(key, value)
+    requirements = tmp_path / "requirements.txt"
+    requirements.write_text("tensorflow==2.21.0\nkeras==3.15.1\nh5py==3.14.0\nnumpy==2.4.6\n")
+    log = []
+    installed = install.install_missing(None, str(requirements), log=log.append, backend=backend)
+    assert installed == [expected]
+    (call,) = [c for c in fakes() if c[0] == "pip"]
+    assert call[-1] == expected
+    held = _constraints(fakes())
+    assert held == {k: v for k, v in COLAB_TPU.items() if k != "h5py"}  # h5py may move
+    assert ("tensorflow-cpu" in " ".join(log)) == (expected == install.TENSORFLOW_ON_JAX)
 
 
 def test_install_with_nothing_missing_runs_no_pip(fakes, tmp_path):
@@ -497,6 +543,42 @@ def test_failed_install_names_the_packages_and_the_source(fakes, tmp_path, monke
     requirements.write_text("not-a-real-package-xyz==1.2\n")
     with pytest.raises(LandmarksError, match="not-a-real-package-xyz==1.2 from the registry"):
         install.install_missing(None, str(requirements), log=lambda _: None)
+
+
+PIP_CONFLICT = """\
+Collecting tensorflow==2.21.0
+INFO: pip is looking at multiple versions of tensorflow to determine which version is compatible.
+ERROR: Cannot install tensorflow==2.21.0 because these package versions have conflicting dependencies.
+
+The conflict is caused by:
+    tensorflow 2.21.0 depends on h5py<3.15.0 and >=3.11.0
+    The user requested (constraint) h5py==3.16.0
+
+Additionally, some packages in these conflicts have no matching distributions available.
+
+To fix this you could try to:
+1. loosen the range of package versions you've specified
+ERROR: ResolutionImpossible: for help visit https://pip.pypa.io/en/latest/topics/dependency-resolution/
+"""
+
+
+def test_failed_install_quotes_pips_reason(fakes, tmp_path, monkeypatch):
+    monkeypatch.setenv("FAKE_FAIL", "1")
+    monkeypatch.setenv("FAKE_PIP_SAYS", PIP_CONFLICT)
+    requirements = tmp_path / "requirements.txt"
+    requirements.write_text("not-a-real-package-xyz==1.2\n")
+    with pytest.raises(LandmarksError) as failure:
+        install.install_missing(None, str(requirements), log=lambda _: None)
+    message = str(failure.value)
+    assert "tensorflow 2.21.0 depends on h5py<3.15.0 and >=3.11.0" in message
+    assert "The user requested (constraint) h5py==3.16.0" in message
+    assert "ERROR: ResolutionImpossible" in message
+    assert "To fix this" not in message and "Collecting" not in message
+
+
+def test_pip_reason_falls_back_to_the_last_lines():
+    output = "".join(f"line {i}\n" for i in range(20))
+    assert install.pip_reason(output, tail=3) == ["line 17", "line 18", "line 19"]
 
 
 # --- submit --------------------------------------------------------------------------------------

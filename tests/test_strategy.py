@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -17,6 +18,7 @@ from landmarks.training.precision import resolve_jit_compile, resolve_precision
 
 WORKER_SCRIPT = Path(__file__).with_name("multiworker_worker.py")
 MULTIPLIER_SCRIPT = Path(__file__).with_name("multiplier_worker.py")
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
 
 @pytest.mark.parametrize(
@@ -129,3 +131,77 @@ def test_backbone_multiplier_under_mirrored_strategy_with_two_replicas():
     assert values["setup"] == "tensorflow MirroredStrategy x2" and values["iterations"] == 8
     assert values["backbone_change"] == 0.0
     assert values["head_change"] > 1e-3
+
+
+@pytest.mark.parametrize(
+    ("kind", "count", "expected"),
+    [("tpu", 1, True), ("tpu", 8, True), ("gpu", 2, True), ("gpu", 1, False), ("cpu", 1, False)],
+)
+def test_jax_distributes_over_several_devices_or_one_tpu_chip(kind, count, expected):
+    from landmarks.training.devices import data_parallel_wanted
+
+    assert data_parallel_wanted(kind, count) is expected
+
+
+@pytest.mark.backends
+def test_a_data_parallel_of_one_device_trains_as_one_device_alone():
+    """Colab's one-chip TPU trains under DataParallel(devices=[chip]): on one CPU device here,
+    the losses equal those of no distribution."""
+    import keras
+    import numpy as np
+
+    if keras.backend.backend() != "jax":
+        pytest.skip("keras.distribution.DataParallel is JAX's")
+    import jax
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(32, 6)).astype("float32")
+    y = rng.integers(0, 3, size=32)
+
+    def losses(distribution) -> list[float]:
+        keras.utils.set_random_seed(0)
+        scope = distribution.scope() if distribution else contextlib.nullcontext()
+        with scope:
+            model = keras.Sequential([keras.Input((6,)), keras.layers.Dense(3)])
+            model.compile(
+                keras.optimizers.SGD(0.1), keras.losses.SparseCategoricalCrossentropy(True)
+            )
+            history = model.fit(x, y, batch_size=8, epochs=2, shuffle=False, verbose=0)
+        return history.history["loss"]
+
+    one_chip = keras.distribution.DataParallel(devices=jax.devices()[:1])
+    np.testing.assert_allclose(losses(one_chip), losses(None), rtol=1e-6)
+
+
+@pytest.mark.parametrize("preset", sorted(CONFIGS.glob("tpu_*.yaml")), ids=lambda p: p.name)
+def test_tpu_presets_scale_their_global_batch_with_the_replicas(preset):
+    """A preset sized per TPU core: 8 cores (v3-8) and one chip (v5e-1) keep its per-replica
+    batch; a global_batch_size that one machine cannot split is a ConfigError naming it."""
+    from landmarks.config import Config
+    from landmarks.training.plan import batch_sizes
+
+    config = Config.load(str(preset))
+    per_core = config.batch_size
+    assert batch_sizes(config, 8) == (per_core, 8 * per_core)
+    assert batch_sizes(config, 1) == (per_core, per_core)
+    fixed = Config.load(str(preset), [f"global_batch_size={8 * per_core}"])
+    assert batch_sizes(fixed, 1) == (8 * per_core, 8 * per_core)
+    with pytest.raises(ConfigError, match=f"global_batch_size: {8 * per_core} .* 3 replicas"):
+        batch_sizes(fixed, 3)
+
+
+@pytest.mark.parametrize(
+    ("preset", "replicas", "precision", "global_batch"),
+    [
+        ("gpu_dolg_lite2.yaml", 1, "mixed_float16", 32),  # one T4
+        ("gpu_t4x2_dolg_lite2.yaml", 2, "mixed_float16", 64),  # Kaggle's GPU T4 x2
+        ("gpu_l4_dolg_lite2.yaml", 1, "mixed_bfloat16", 48),  # one L4
+    ],
+)
+def test_gpu_presets_precision_and_global_batch(preset, replicas, precision, global_batch):
+    from landmarks.config import Config
+    from landmarks.training.plan import batch_sizes
+
+    config = Config.load(str(CONFIGS / preset))
+    assert resolve_precision(config.precision, "gpu") == precision
+    assert batch_sizes(config, replicas)[1] == global_batch

@@ -34,6 +34,15 @@ from landmarks.errors import ConfigError
 BACKENDS = ("jax", "tensorflow")
 CHOICES = ("auto", *BACKENDS)
 TPU_DEVICE_FILES = ("/dev/accel*", "/dev/vfio/[0-9]*")
+# TensorFlow for the JAX backend, where it only reads the records (tf.data): the CPU build, in
+# pyproject.toml's `jax` extra range (what Kaggle's TPU image ships; Colab's TPU image has none).
+TENSORFLOW_ON_JAX = "tensorflow-cpu>=2.19,<2.22"
+TENSORFLOW_ON_TENSORFLOW = "tensorflow>=2.19,<2.22"
+
+
+def tensorflow_requirement(backend: str) -> str:
+    """The TensorFlow distribution and range to install for Keras `backend`."""
+    return TENSORFLOW_ON_JAX if backend == "jax" else TENSORFLOW_ON_TENSORFLOW
 
 
 @dataclass(frozen=True)
@@ -58,9 +67,28 @@ class Machine:
 
     @classmethod
     def this_one(cls) -> Machine:
-        files = tuple(sorted(path for pattern in TPU_DEVICE_FILES for path in glob.glob(pattern)))
+        files = tpu_device_files()
         names = ("tensorflow-tpu", "jax", "libtpu", "libtpu-nightly")
         return cls(dict(os.environ), files, frozenset(n for n in names if _installed(n)))
+
+
+def tpu_device_files() -> tuple:
+    """The TPU chips' device files of this host (TPU_DEVICE_FILES), sorted; () elsewhere."""
+    return tuple(sorted(path for pattern in TPU_DEVICE_FILES for path in glob.glob(pattern)))
+
+
+def tpu_vm_signs(environ, device_files: tuple) -> list[str]:
+    """What says this host is a TPU VM (its chips are local devices): Kaggle's ISTPUVM=1,
+    TPU_ACCELERATOR_TYPE, the first chip's device file; [] on any other machine (a TPU node,
+    reached over the network through TPU_NAME or COLAB_TPU_ADDR, included)."""
+    signs = []
+    if environ.get("ISTPUVM") == "1":
+        signs.append("ISTPUVM=1")
+    if environ.get("TPU_ACCELERATOR_TYPE"):
+        signs.append(f"TPU_ACCELERATOR_TYPE={environ['TPU_ACCELERATOR_TYPE']}")
+    if device_files:
+        signs.append(device_files[0])
+    return signs
 
 
 def _installed(distribution: str) -> bool:
@@ -92,14 +120,7 @@ def decide_backend(requested: str | None = None, machine: Machine | None = None)
 
 
 def _auto(machine: Machine) -> BackendDecision:
-    env = machine.environ
-    signs = []
-    if env.get("ISTPUVM") == "1":
-        signs.append("ISTPUVM=1")
-    if env.get("TPU_ACCELERATOR_TYPE"):
-        signs.append(f"TPU_ACCELERATOR_TYPE={env['TPU_ACCELERATOR_TYPE']}")
-    if machine.device_files:
-        signs.append(machine.device_files[0])
+    signs = tpu_vm_signs(machine.environ, machine.device_files)
     if not signs:
         return BackendDecision("tensorflow", "auto: no TPU VM")
     where = f"TPU VM ({', '.join(signs)})"

@@ -18,7 +18,7 @@ import os
 import sys
 
 from landmarks.backend import CHOICES, select_backend
-from landmarks.console import import_tensorflow, set_verbose
+from landmarks.console import import_tensorflow, native_noise_filtered, set_verbose
 from landmarks.errors import LandmarksError
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
@@ -605,9 +605,11 @@ def main(argv: list[str] | None = None) -> int:
         decision = select_backend(args.backend)  # before anything imports Keras
         if getattr(args, "uses_tensorflow", True):
             import_tensorflow()
-        if args.command in KERAS_COMMANDS:
-            print(f"keras backend: {decision}", flush=True)
-        return int(args.handler(args) or 0)
+        if args.command not in KERAS_COMMANDS:
+            return int(args.handler(args) or 0)
+        print(f"keras backend: {decision}", flush=True)
+        with native_noise_filtered():  # XLA's compile alarms, unless --verbose
+            return int(args.handler(args) or 0)
     except LandmarksError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

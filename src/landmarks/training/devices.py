@@ -2,7 +2,12 @@
 
 On JAX (`detect_strategy` when Keras runs on JAX): `keras.distribution.DataParallel` over every
 JAX device (the 8 cores of a TPU v3-8, several GPUs, or simulated CPU devices): variables are
-replicated, each global batch is split across the devices; one device means no distribution.
+replicated, each global batch is split across the devices; one CPU or GPU device means no
+distribution, one TPU chip (Colab's v5e-1 / v6e-1) a DataParallel of 1, so that the batches and
+variables are laid out for the chip by the same code as on eight. `batch_size` stays per
+replica: a preset sized per TPU core trains on one chip with its per-replica batch, i.e. a
+global batch that many times smaller (printed when training starts); `global_batch_size`, when
+set, is split over the replicas (one chip takes all of it).
 Several hosts (a TPU pod slice): `keras.distribution.initialize()` (jax.distributed) runs first
 when KERAS_DISTRIBUTION_NUM_PROCESSES > 1 or TPU_WORKER_HOSTNAMES names several hosts; process 0
 is the chief (not tested: no pod slice was available). TensorFlow is kept off the accelerators
@@ -28,6 +33,7 @@ import json
 import os
 from dataclasses import dataclass
 
+from landmarks.backend import tpu_device_files, tpu_vm_signs
 from landmarks.errors import ConfigError
 
 
@@ -128,8 +134,15 @@ def _detect_jax() -> DeviceSetup:
     devices = jax.devices()
     kind = devices[0].platform
     is_chief = jax.process_index() == 0
-    distribution = keras.distribution.DataParallel(devices=devices) if len(devices) > 1 else None
+    parallel = data_parallel_wanted(kind, len(devices))
+    distribution = keras.distribution.DataParallel(devices=devices) if parallel else None
     return DeviceSetup(distribution, kind, len(devices), jax.process_count(), is_chief, "jax")
+
+
+def data_parallel_wanted(kind: str, device_count: int) -> bool:
+    """Whether JAX training distributes over its `device_count` devices of `kind` ("tpu",
+    "gpu", "cpu"): several devices, or a TPU even with one chip (see the module docstring)."""
+    return device_count > 1 or kind == "tpu"
 
 
 def _multi_host_jax() -> bool:
@@ -186,8 +199,8 @@ def _detect_tensorflow(allow_tpu: bool) -> DeviceSetup:
 
 
 def _tpu_vm() -> bool:
-    """True on a TPU VM: the TPU chips are devices of this host."""
-    return os.path.exists("/dev/accel0") or os.path.exists("/dev/vfio/0")
+    """True on a TPU VM: the TPU chips are devices of this host (landmarks.backend's signs)."""
+    return bool(tpu_vm_signs(os.environ, tpu_device_files()))
 
 
 def _tpu_present() -> bool:

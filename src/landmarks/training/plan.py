@@ -36,6 +36,29 @@ class TrainingPlan:
     warmup_steps: int
 
 
+def batch_sizes(config: Config, replicas: int) -> tuple[int, int]:
+    """(per-replica batch, global batch) in examples on `replicas` replicas.
+
+    `batch_size` is per replica, so the global batch scales with the machine (a TPU preset's 10
+    per core: 80 on a v3-8's 8 cores, 10 on Colab's one-chip v5e-1); `global_batch_size`, when
+    set, is split over the replicas and must divide by their count (ConfigError otherwise).
+    """
+    if replicas < 1:
+        raise ConfigError(f"internal: replica count {replicas}")
+    if config.global_batch_size:
+        if config.global_batch_size < 0 or config.global_batch_size % replicas:
+            raise ConfigError(
+                f"global_batch_size: {config.global_batch_size} is not divisible by the "
+                f"{replicas} replicas of this machine; use a multiple of {replicas}"
+            )
+        per_replica = config.global_batch_size // replicas
+    else:
+        if config.batch_size < 1:
+            raise ConfigError(f"batch_size: must be >= 1 (per replica), got {config.batch_size}")
+        per_replica = config.batch_size
+    return per_replica, per_replica * replicas
+
+
 def check_config(config: Config, replicas: int = 1) -> TrainingPlan:
     """Fail fast with a ConfigError naming the setting, folder or file at fault.
 
@@ -62,20 +85,7 @@ def check_config(config: Config, replicas: int = 1) -> TrainingPlan:
     check_crop_area_min(config.crop_area_min)  # before the model is built, not when batches are
     check_optimization_settings(config)
     ensemble_members(config)  # written to the run's config.yaml: checked as `infer` will
-    if replicas < 1:
-        raise ConfigError(f"internal: replica count {replicas}")
-    if config.global_batch_size:
-        if config.global_batch_size < 0 or config.global_batch_size % replicas:
-            raise ConfigError(
-                f"global_batch_size: {config.global_batch_size} is not divisible by the "
-                f"{replicas} replicas of this machine; use a multiple of {replicas}"
-            )
-        per_replica = config.global_batch_size // replicas
-    else:
-        if config.batch_size < 1:
-            raise ConfigError(f"batch_size: must be >= 1 (per replica), got {config.batch_size}")
-        per_replica = config.batch_size
-    global_batch = per_replica * replicas
+    per_replica, global_batch = batch_sizes(config, replicas)
     if config.epochs < 1:
         raise ConfigError(f"epochs: must be >= 1, got {config.epochs}")
     if not 0 <= config.stop_after_epochs <= config.epochs:
