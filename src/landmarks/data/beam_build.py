@@ -44,7 +44,7 @@ try:
     import apache_beam as beam
 except ImportError as error:  # an optional dependency: only `--engine beam` needs it
     raise ConfigError(
-        "--engine beam needs Apache Beam: pip install apache-beam==2.77.0 (pinned in requirements.txt)"
+        "--engine beam needs Apache Beam: pip install apache-beam==2.77.0 (pinned in requirements-beam.txt)"
     ) from error
 
 LOCAL_RUNNER = "FnApiRunner"
