@@ -20,7 +20,9 @@ class TrainingPlan:
     train_files / holdout_files: shard paths; num_classes: resolved (label map when 0);
     class_counts: int64 [num_classes] images per label (for dynamic margins);
     train_examples: records in the training split; per_replica_batch, global_batch: examples;
-    steps_per_epoch: optimizer steps per epoch; total_steps: steps the schedule spans.
+    steps_per_epoch: optimizer steps per epoch; total_steps: steps the schedule spans;
+    process_files, process_batch: the training shards this process reads and the examples it
+    feeds per step (all of them and the global batch, unless JAX runs over several processes).
     """
 
     train_files: list
@@ -33,6 +35,8 @@ class TrainingPlan:
     steps_per_epoch: int
     total_steps: int
     warmup_steps: int
+    process_files: list
+    process_batch: int
 
 
 def count_examples(records_dir: str, split: str, files: list) -> int:
@@ -58,12 +62,15 @@ def _manifest_count(records_dir: str, split: str) -> int | None:
     return int(count) if count is not None else None
 
 
-def check_config(config: Config, replicas: int = 1) -> TrainingPlan:
+def check_config(
+    config: Config, replicas: int = 1, processes: int = 1, process_index: int = 0
+) -> TrainingPlan:
     """Fail fast with a ConfigError naming the setting, folder or file at fault.
 
     Checks: backbone known; image_size a positive multiple of 32; batch sizes (global batch
-    divisible by `replicas`); epochs, validation settings; training records present (names the
-    folder and shard pattern); label map present, labels in [0, num_classes).
+    divisible by `replicas`, which span all `processes`); epochs, validation settings; training
+    records present (names the folder and shard pattern) and shared evenly by the processes;
+    label map present, labels in [0, num_classes).
     """
     from landmarks.models.registry import BACKBONES
 
@@ -111,6 +118,9 @@ def check_config(config: Config, replicas: int = 1) -> TrainingPlan:
     from landmarks.data.tfrecords import read_label_map
 
     train_files = _shards_or_error(config.records_dir, config.train_split, "records_dir")
+    from landmarks.data.pipeline import process_share
+
+    process_files = process_share(train_files, processes, process_index)
     holdout_files = []
     if config.validate_every and config.holdout_split:
         holdout_files = _shards_or_error(config.records_dir, config.holdout_split, "holdout_split")
@@ -160,6 +170,8 @@ def check_config(config: Config, replicas: int = 1) -> TrainingPlan:
         steps_per_epoch=steps_per_epoch,
         total_steps=total_steps,
         warmup_steps=warmup_steps,
+        process_files=process_files,
+        process_batch=global_batch // processes,
     )
 
 
