@@ -204,7 +204,6 @@ def _train(config: Config, setup, plan: TrainingPlan, verbose: int) -> str:
     if setup.is_chief:
         checkpoints.save_keras_atomic(parts.embed_model, os.path.join(run_dir, "embed_model.keras"))
         _plot_curves(history_path, os.path.join(run_dir, "curves.png"))
-    setup.wait_for_all("run folder written")  # every process returns a complete run folder
     return run_dir
 
 
