@@ -89,12 +89,12 @@ class DeviceSetup:
         from jax.experimental import multihost_utils
 
         gathered = np.asarray(multihost_utils.process_allgather(np.asarray(values, np.int64)))
-        for process, row in enumerate(gathered):
-            if list(row) != list(gathered[0]):
+        rows = gathered.tolist()
+        for process, row in enumerate(rows):
+            if row != rows[0]:
                 raise ConfigError(
-                    f"{what}: process {process} has {list(row)}, process 0 has "
-                    f"{list(gathered[0])}; every process must see the same run folder (a shared "
-                    "file system or gs://)"
+                    f"{what}: process {process} has {row}, process 0 has {rows[0]}; every "
+                    "process must see the same run folder (a shared file system or gs://)"
                 )
 
     @property
