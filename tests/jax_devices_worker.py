@@ -1,8 +1,8 @@
-"""One training run of tests/test_jax_devices.py, on however many JAX CPU devices XLA_FLAGS
-(--xla_force_host_platform_device_count=N) simulates.
+"""One training run of tests/test_cross_backend.py, on either backend (on JAX, on however many
+CPU devices XLA_FLAGS --xla_force_host_platform_device_count=N simulates); its config is also
+the one tests/jax_processes_worker.py runs for tests/test_jax_devices.py.
 
-Run as `python tests/jax_devices_worker.py RECORDS_DIR OUTPUT_DIR [STOP_AFTER_EPOCHS]` with
-KERAS_BACKEND=jax (tests/test_cross_backend.py also runs it on TensorFlow). Trains (or
+Run as `python tests/jax_devices_worker.py RECORDS_DIR OUTPUT_DIR [STOP_AFTER_EPOCHS]`. Trains (or
 resumes) OUTPUT_DIR/run through landmarks.training.train with the tests' tiny_bn backbone
 (tests/training_helpers.py; its BatchNorm exercises batch statistics over a sharded batch), a
 GeM head, a global batch of 16, 3 epochs of 4 steps, and a validation GAP every epoch.

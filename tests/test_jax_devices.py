@@ -1,5 +1,14 @@
-"""DataParallel on a simulated 8-device machine (XLA_FLAGS on the CPU): the same losses as one
-device for the same global batch, checkpoints, a SIGKILL, and a resume on 4 devices."""
+"""DataParallel on simulated CPU devices (XLA_FLAGS), in one process and over two (as on a TPU
+pod slice: 4 devices each, JAX's CPU collectives, Keras' KERAS_DISTRIBUTION_* variables): the
+same losses and validation GAP as one device for the same global batches, checkpoints, one run
+folder written by process 0 alone, a SIGKILL that ends the other process within a bounded time,
+and a resume on one process with 4 devices.
+
+The same global batches: the worker turns the example shuffle buffer off and the records are 2
+shards of equal size. One process interleaves the two shards record by record, so each global
+batch of 16 holds the next 8 records of each shard; over two processes each reads one shard
+(landmarks.data.pipeline.process_share) and feeds the next 8 of it: the same 16 examples.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +16,7 @@ import csv
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -14,11 +24,14 @@ from pathlib import Path
 
 import pytest
 
-WORKER = Path(__file__).with_name("jax_devices_worker.py")
+WORKER = Path(__file__).with_name("jax_processes_worker.py")
 STEPS = 4
-# One device and eight see the same global batches; GSPMD all-reduces the BatchNorm statistics
-# and the gradients, so only the float32 summation order differs.
+# One device, eight, and two processes of four see the same global batches; GSPMD all-reduces
+# the BatchNorm statistics and the gradients, so only the float32 summation order differs.
 LOSS_RTOL = 1e-4
+# A killed peer is noticed at the survivor's next collective (a broken connection) or, at the
+# latest, by JAX's coordination heartbeat, which the worker sets to 5 s: far less than this.
+ENDS_WITHIN_S = 120
 
 pytestmark = [
     pytest.mark.backends,
@@ -30,14 +43,48 @@ pytestmark = [
 ]
 
 
-def _command(records: Path, out: Path) -> list[str]:
-    return [sys.executable, str(WORKER), str(records), str(out)]
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("localhost", 0))
+        return probe.getsockname()[1]
 
 
-def _env(devices: int) -> dict:
+def _env(devices: int, port: int = 0, process: int = 0, processes: int = 1) -> dict:
     env = dict(os.environ, KERAS_BACKEND="jax", CUDA_VISIBLE_DEVICES="")
     env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
+    for name in ("JOB_ADDRESSES", "NUM_PROCESSES", "PROCESS_ID"):
+        env.pop(f"KERAS_DISTRIBUTION_{name}", None)
+    if processes > 1:
+        env["KERAS_DISTRIBUTION_JOB_ADDRESSES"] = f"localhost:{port}"
+        env["KERAS_DISTRIBUTION_NUM_PROCESSES"] = str(processes)
+        env["KERAS_DISTRIBUTION_PROCESS_ID"] = str(process)
     return env
+
+
+def _start(records: Path, out: Path, name: str, env: dict) -> subprocess.Popen:
+    """The worker training out/run; its output in out/../<name>.log, its writes in .writes."""
+    folder = out.parent
+    command = [sys.executable, str(WORKER), str(records), str(out), str(folder / f"{name}.writes")]
+    with open(folder / f"{name}.log", "w") as log:
+        return subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
+
+
+def _finish(process: subprocess.Popen, log: Path) -> str:
+    assert process.wait(timeout=600) == 0, log.read_text()[-3000:]
+    return log.read_text()
+
+
+def _kill_after_first_checkpoint(processes: list, out: Path) -> subprocess.Popen:
+    """SIGKILL the last of `processes` once out/run has a committed checkpoint; returns it."""
+    deadline = time.monotonic() + 500
+    while not (out / "run" / "checkpoints" / "checkpoint.json").exists():
+        for process in processes:
+            assert process.poll() is None, f"{process.args} ended before its first checkpoint"
+        assert time.monotonic() < deadline, "no checkpoint within 500 s"
+        time.sleep(0.05)
+    processes[-1].send_signal(signal.SIGKILL)
+    assert processes[-1].wait() == -signal.SIGKILL
+    return processes[-1]
 
 
 def _history(out: Path) -> list[dict]:
@@ -45,55 +92,59 @@ def _history(out: Path) -> list[dict]:
         return list(csv.DictReader(handle))
 
 
-def _committed(out: Path) -> bool:
-    return (out / "run" / "checkpoints" / "checkpoint.json").exists()
-
-
-def test_eight_devices_match_one_and_resume_on_four_after_a_kill(mini_records, tmp_path):
-    one = tmp_path / "one"
-    single = subprocess.run(
-        _command(mini_records, one), env=_env(1), capture_output=True, text=True, timeout=600
-    )
-    assert single.returncode == 0, single.stderr[-3000:]
-    assert "training on cpu x1 (jax, one device)" in single.stdout
-
-    eight = tmp_path / "eight"
-    first = subprocess.Popen(
-        _command(mini_records, eight),
-        env=_env(8),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
-    deadline = time.monotonic() + 400
-    while not _committed(eight):
-        assert first.poll() is None, "the 8-device run ended before its first checkpoint"
-        assert time.monotonic() < deadline, "no checkpoint within 400 s"
-        time.sleep(0.05)
-    first.send_signal(signal.SIGKILL)
-    output = first.communicate()[0]
-    assert first.returncode == -signal.SIGKILL
-    assert "training on cpu x8 (jax, DataParallel), float32, global batch 16" in output
-
-    reference, parallel = _history(one), _history(eight)
-    assert len(parallel) >= 1 and len(parallel) < 3, "the run finished before it was killed"
-    for row, expected in zip(parallel, reference, strict=False):
+def _assert_same_epochs(killed: list[dict], reference: list[dict]) -> None:
+    assert 1 <= len(killed) < 3, "the run finished before it was killed"
+    for row, expected in zip(killed, reference, strict=False):
         assert float(row["loss"]) == pytest.approx(float(expected["loss"]), rel=LOSS_RTOL)
         assert float(row["val_gap"]) == pytest.approx(float(expected["val_gap"]), abs=1e-6)
-    index = json.loads((eight / "run" / "checkpoints" / "checkpoint.json").read_text())
-    killed_at = index["finished_epochs"]
 
-    resumed = subprocess.run(
-        _command(mini_records, eight), env=_env(4), capture_output=True, text=True, timeout=600
+
+def test_eight_devices_and_two_processes_match_one_device_and_resume_after_a_kill(
+    mini_records, tmp_path
+):
+    one = tmp_path / "one"
+    log = _finish(_start(mini_records, one, "one", _env(1)), tmp_path / "one.log")
+    assert "training on cpu x1 (jax, one device)" in log
+    reference = _history(one)
+
+    eight = tmp_path / "eight"
+    _kill_after_first_checkpoint([_start(mini_records, eight, "eight", _env(8))], eight)
+    assert (
+        "training on cpu x8 (jax, DataParallel), float32, global batch 16,"
+        in (tmp_path / "eight.log").read_text()
     )
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert "training on cpu x4 (jax, DataParallel)" in resumed.stdout
-    assert f"epoch {killed_at} done, step {killed_at * STEPS}" in resumed.stdout
-    rows = _history(eight)
+    _assert_same_epochs(_history(eight), reference)
+
+    two, port = tmp_path / "two", _free_port()
+    pair = [_start(mini_records, two, f"two-{p}", _env(4, port, p, 2)) for p in (0, 1)]
+    _kill_after_first_checkpoint(pair, two)
+    killed = time.monotonic()
+    assert pair[0].wait(timeout=ENDS_WITHIN_S + 60) != 0, "process 0 went on without process 1"
+    ended_after = time.monotonic() - killed
+    print(f"process 0 ended {ended_after:.1f} s after process 1 was killed")  # shown by -s
+    assert ended_after < ENDS_WITHIN_S
+    assert (
+        "training on cpu x8 (jax, DataParallel, 8 devices over 2 processes), float32, "
+        "global batch 16 (8 per process)"
+    ) in (tmp_path / "two-0.log").read_text()
+    _assert_same_epochs(_history(two), reference)
+    # Process 0 wrote the run folder (history, checkpoint and index, config, best model);
+    # process 1 wrote nothing under it, not even a folder.
+    chief_writes = (tmp_path / "two-0.writes").read_text()
+    for name in ("history.csv", "ckpt-1.h5", "checkpoint.json", "config.yaml", "best_embed"):
+        assert name in chief_writes, name
+    assert (tmp_path / "two-1.writes").read_text() == ""
+
+    index = json.loads((two / "run" / "checkpoints" / "checkpoint.json").read_text())
+    log = _finish(_start(mini_records, two, "resume", _env(4)), tmp_path / "resume.log")
+    assert "training on cpu x4 (jax, DataParallel)" in log
+    finished = index["finished_epochs"]
+    assert f"epoch {finished} done, step {finished * STEPS}" in log
+    rows = _history(two)
     assert [int(r["step"]) for r in rows] == [STEPS, 2 * STEPS, 3 * STEPS]
     assert [r["learning_rate"] for r in rows] == [r["learning_rate"] for r in reference]
     for name in ("embed_model.keras", "best_embed_model.keras", "curves.png", "config.yaml"):
-        assert (eight / "run" / name).stat().st_size > 0, name
+        assert (two / "run" / name).stat().st_size > 0, name
 
 
 def test_backbone_multiplier_under_data_parallel_on_four_devices():

@@ -63,6 +63,20 @@ def test_finite_training_pass_drops_the_remainder(mini_records):
     assert all(f["image"].shape[0] == 5 for f, _ in batches)
 
 
+def test_processes_share_the_training_records_each_example_once(train_files):
+    """JAX over several processes: each process reads its own shards; over one pass of the
+    shares every example (by id) is read once, by one process, and none twice."""
+    everyone = [record["id"] for record in read_records(train_files)]
+    assert len(everyone) == len(set(everyone)) > 0
+    for processes in (1, 2):
+        shares = [pipeline.process_share(train_files, processes, p) for p in range(processes)]
+        ids = [[record["id"] for record in read_records(share)] for share in shares]
+        assert sorted(sum(ids, [])) == sorted(everyone)
+        assert max(map(len, ids)) - min(map(len, ids)) <= 1  # prepare's shards are balanced
+    with pytest.raises(ConfigError, match="3 training shards cannot be shared evenly by 2"):
+        pipeline.process_share([*train_files, train_files[0]], 2, 1)
+
+
 def test_embed_dataset_keeps_ids_labels_remainder_and_flips(mini_records):
     files = list_shards(str(mini_records), "holdout")
     records = read_records(files)

@@ -62,6 +62,24 @@ def test_bad_tf_config_is_named(monkeypatch):
         detect_strategy(allow_tpu=False)
 
 
+def test_jax_processes_that_restored_different_checkpoints_are_named(monkeypatch):
+    """Each JAX process restores the run folder it sees; one that differs from process 0 (a
+    folder on its own disk) stops the run, named, before any step."""
+    multihost_utils = pytest.importorskip("jax.experimental.multihost_utils")
+    from landmarks.training.devices import DeviceSetup
+
+    restored = [[2, 8], [2, 8], [0, 0]]  # (epoch, step) of processes 0, 1, 2
+    monkeypatch.setattr(multihost_utils, "process_allgather", lambda _: restored)
+    setup = DeviceSetup(None, "cpu", 12, workers=3, backend="jax", worker_index=1)
+    with pytest.raises(
+        ConfigError, match=r"restored: process 2 has \[0, 0\], process 0 has \[2, 8\]"
+    ):
+        setup.check_same_everywhere("restored", [2, 8])
+    restored[2] = [2, 8]
+    setup.check_same_everywhere("restored", [2, 8])
+    assert DeviceSetup(None, "cpu", 1, workers=3).jax_processes is False  # TensorFlow's
+
+
 def _free_ports(count: int) -> list[int]:
     sockets = [socket.socket() for _ in range(count)]
     for sock in sockets:

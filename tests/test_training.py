@@ -87,6 +87,17 @@ def test_global_batch_must_divide_by_the_replicas(records, tmp_path):
     assert (plan.per_replica_batch, plan.global_batch) == (5, 10)
 
 
+def test_plan_gives_each_jax_process_its_shards_and_batch_share(records, tmp_path):
+    from landmarks.training.plan import check_config
+
+    config = tiny(records, tmp_path, global_batch_size=16)
+    plans = [check_config(config, replicas=8, processes=2, process_index=p) for p in (0, 1)]
+    assert [plan.process_files for plan in plans] == [[f] for f in plans[0].train_files]
+    assert [(plan.global_batch, plan.process_batch) for plan in plans] == [(16, 8), (16, 8)]
+    with pytest.raises(ConfigError, match=r"records_dir: 2 training shards .* by 4 processes"):
+        check_config(config, replicas=8, processes=4, process_index=0)
+
+
 def test_missing_records_name_the_folder_and_pattern(tmp_path):
     from landmarks.training.plan import check_config
 

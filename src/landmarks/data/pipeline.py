@@ -3,7 +3,9 @@
 Training (`make_train_dataset`): parallel interleaved reads of shuffled shards, an example
 shuffle buffer, parse, decode + augment, batch with drop_remainder (static shapes for TPU),
 prefetch. Order is free (deterministic=False) unless a seed is given; with a seed the same
-batches come out on every run. Pass the GLOBAL batch size (per-replica batch x replicas).
+batches come out on every run. Pass the GLOBAL batch size (per-replica batch x replicas); under
+JAX over several processes, each process passes its share of the files (`process_share`) and its
+share of the global batch.
 
 Embedding (`make_embed_dataset`, `make_embed_dataset_from_files`): no augmentation, every image
 resized to S x S (any S; call again with other sizes for multi-scale), optional horizontal flip,
@@ -102,6 +104,26 @@ def make_train_dataset(
         )
     dataset = dataset.map(lambda image, label: ({"image": image, "label": label}, label))
     return dataset.prefetch(tf.data.AUTOTUNE)
+
+
+def process_share(files: Sequence[str], processes: int, index: int) -> list[str]:
+    """The record files that process `index` of `processes` trains on: every `processes`-th
+    file from the `index`-th on, in the order given (the manifest's, the same on every process).
+
+    Each file goes to exactly one process, so over one pass of the shares every example is read
+    once and none twice, and a process reads only its own files. ConfigError unless the file
+    count is a multiple of `processes` (prepare's shards hold equal record counts to within one,
+    so equal file counts keep the processes' passes in step).
+    """
+    files = _check_files(files)
+    if processes < 1 or not 0 <= index < processes:
+        raise ConfigError(f"internal: process {index} of {processes}")
+    if len(files) % processes:
+        raise ConfigError(
+            f"records_dir: {len(files)} training shards cannot be shared evenly by {processes} "
+            f"processes; write a multiple of {processes} shards (prepare --shards N)"
+        )
+    return files[index::processes]
 
 
 def make_embed_dataset(

@@ -9,7 +9,8 @@ returns a callable (numpy images float32 [B, H, W, 3], training=False) -> numpy 
   jax         a jax.jit of `model.stateless_call` whose batch is split over every local JAX
               device (padded to a multiple of the device count, the padding dropped after)
               and whose weights are replicated on them; the weights are read at every call,
-              so a model that is training is embedded with its current weights.
+              so a model that is training is embedded with its current weights (under JAX over
+              several processes, this process's copy: each process embeds on its own).
 """
 
 from __future__ import annotations
@@ -64,7 +65,7 @@ def _jax_forward(model):
         values = [v.value for v in model.trainable_variables + model.non_trainable_variables]
         key = tuple(id(value) for value in values)
         if cache.get("key") != key:
-            placed = [jax.device_put(value, replicated) for value in values]
+            placed = [jax.device_put(_local_copy(value), replicated) for value in values]
             cut = len(model.trainable_variables)
             cache.update(key=key, values=(placed[:cut], placed[cut:]))
         return cache["values"]
@@ -80,3 +81,12 @@ def _jax_forward(model):
         return np.asarray(outputs, np.float32)[:count]
 
     return call
+
+
+def _local_copy(value):
+    """A replicated weight as this process holds it: under JAX over several processes the
+    training weights span every process's devices, and the forward runs on this process's
+    devices alone (no collective, so the processes need not embed in step)."""
+    if getattr(value, "is_fully_addressable", True):
+        return value
+    return value.addressable_data(0)

@@ -8,10 +8,14 @@ variables are laid out for the chip by the same code as on eight. `batch_size` s
 replica: a preset sized per TPU core trains on one chip with its per-replica batch, i.e. a
 global batch that many times smaller (printed when training starts); `global_batch_size`, when
 set, is split over the replicas (one chip takes all of it).
-Several hosts (a TPU pod slice): `keras.distribution.initialize()` (jax.distributed) runs first
-when KERAS_DISTRIBUTION_NUM_PROCESSES > 1 or TPU_WORKER_HOSTNAMES names several hosts; process 0
-is the chief (not tested: no pod slice was available). TensorFlow is kept off the accelerators
-(it only reads the records), so that it does not take the GPU's memory.
+Several processes (a TPU pod slice, several GPU hosts): `keras.distribution.initialize()`
+(jax.distributed) runs first when KERAS_DISTRIBUTION_NUM_PROCESSES > 1 (with
+KERAS_DISTRIBUTION_JOB_ADDRESSES and KERAS_DISTRIBUTION_PROCESS_ID) or TPU_WORKER_HOSTNAMES names
+several hosts (a TPU VM finds the rest itself); the DataParallel mesh then spans the devices of
+every process, each process feeds its own share of every global batch (the dataset is sharded by
+the trainer, not by Keras), and process 0 is the chief, which alone writes the run folder.
+Tested with two processes on one machine (JAX's CPU collectives). TensorFlow is kept off the
+accelerators (it only reads the records), so that it does not take the GPU's memory.
 
 On TensorFlow, order of detection (first match wins):
 
@@ -47,7 +51,8 @@ class DeviceSetup:
     replicas: number of replicas in sync over all workers (global batch = per-replica x this);
     workers: number of worker processes (1 unless multi-worker or a TPU pod slice with hosts);
     is_chief: whether this process writes the run folder (worker 0, or the only one);
-    backend: the Keras backend, "tensorflow" or "jax".
+    backend: the Keras backend, "tensorflow" or "jax";
+    worker_index: this process's index in [0, workers) (its share of the records).
     """
 
     strategy: object
@@ -56,6 +61,7 @@ class DeviceSetup:
     workers: int = 1
     is_chief: bool = True
     backend: str = "tensorflow"
+    worker_index: int = 0
 
     @property
     def multi_worker(self) -> bool:
@@ -67,6 +73,35 @@ class DeviceSetup:
         if self.strategy is None:
             return contextlib.nullcontext()
         return self.strategy.scope()
+
+    @property
+    def jax_processes(self) -> bool:
+        """JAX over several processes: every process feeds its share of each global batch."""
+        return self.backend == "jax" and self.workers > 1
+
+    def wait_for_all(self, name: str) -> None:
+        """Block until every JAX process has reached the point `name` (no-op otherwise)."""
+        if self.jax_processes:
+            from jax.experimental import multihost_utils
+
+            multihost_utils.sync_global_devices(name)
+
+    def check_same_everywhere(self, what: str, values: list[int]) -> None:
+        """ConfigError unless every JAX process holds the same `values` (e.g. the restored
+        epoch and step), naming the first process that differs from process 0."""
+        if not self.jax_processes:
+            return
+        import numpy as np
+        from jax.experimental import multihost_utils
+
+        gathered = np.asarray(multihost_utils.process_allgather(np.asarray(values, np.int64)))
+        rows = gathered.tolist()
+        for process, row in enumerate(rows):
+            if row != rows[0]:
+                raise ConfigError(
+                    f"{what}: process {process} has {row}, process 0 has {rows[0]}; every "
+                    "process must see the same run folder (a shared file system or gs://)"
+                )
 
     @property
     def tensorflow_strategy(self):
@@ -81,7 +116,10 @@ class DeviceSetup:
             how = "default strategy"
         else:
             how = type(self.strategy).__name__
-        hosts = f", {self.workers} hosts" if self.workers > 1 else ""
+        if self.jax_processes:
+            hosts = f", {self.replicas} devices over {self.workers} processes"
+        else:
+            hosts = f", {self.workers} hosts" if self.workers > 1 else ""
         return f"{self.kind} x{self.replicas} ({self.backend}, {how}{hosts})"
 
 
@@ -130,13 +168,19 @@ def _detect_jax() -> DeviceSetup:
 
     keep_tensorflow_off_accelerators()
     if _multi_host_jax() and not jax.distributed.is_initialized():
+        # Cross-process collectives of CPU devices (the default in recent JAX, not in older).
+        jax.config.update("jax_cpu_collectives_implementation", "gloo")
         keras.distribution.initialize()
     devices = jax.devices()
     kind = devices[0].platform
-    is_chief = jax.process_index() == 0
-    parallel = data_parallel_wanted(kind, len(devices))
-    distribution = keras.distribution.DataParallel(devices=devices) if parallel else None
-    return DeviceSetup(distribution, kind, len(devices), jax.process_count(), is_chief, "jax")
+    process = jax.process_index()
+    distribution = None
+    if data_parallel_wanted(kind, len(devices)):
+        # The trainer gives each process its own share of the records and of each global batch.
+        distribution = keras.distribution.DataParallel(devices=devices, auto_shard_dataset=False)
+    return DeviceSetup(
+        distribution, kind, len(devices), jax.process_count(), process == 0, "jax", process
+    )
 
 
 def data_parallel_wanted(kind: str, device_count: int) -> bool:

@@ -21,7 +21,9 @@ class TrainingPlan:
     train_files / holdout_files: shard paths; num_classes: resolved (label map when 0);
     class_counts: int64 [num_classes] images per label (for dynamic margins);
     train_examples: records in the training split; per_replica_batch, global_batch: examples;
-    steps_per_epoch: optimizer steps per epoch; total_steps: steps the schedule spans.
+    steps_per_epoch: optimizer steps per epoch; total_steps: steps the schedule spans;
+    process_files, process_batch: the training shards this process reads and the examples it
+    feeds per step (all of them and the global batch, unless JAX runs over several processes).
     """
 
     train_files: list
@@ -34,6 +36,8 @@ class TrainingPlan:
     steps_per_epoch: int
     total_steps: int
     warmup_steps: int
+    process_files: list
+    process_batch: int
 
 
 def batch_sizes(config: Config, replicas: int) -> tuple[int, int]:
@@ -59,13 +63,16 @@ def batch_sizes(config: Config, replicas: int) -> tuple[int, int]:
     return per_replica, per_replica * replicas
 
 
-def check_config(config: Config, replicas: int = 1) -> TrainingPlan:
+def check_config(
+    config: Config, replicas: int = 1, processes: int = 1, process_index: int = 0
+) -> TrainingPlan:
     """Fail fast with a ConfigError naming the setting, folder or file at fault.
 
     Checks: backbone known; image_size a multiple of 32 from 32 to MAX_IMAGE_SIZE; the
     schedule, optimizer and loss settings; the ensemble members; batch sizes (global batch
-    divisible by `replicas`); epochs, validation settings; training records present (names the
-    folder and shard pattern); label map present, labels in [0, num_classes).
+    divisible by `replicas`, which span all `processes`); epochs, validation settings; training
+    records present (names the folder and shard pattern) and shared evenly by the processes;
+    label map present, labels in [0, num_classes).
     """
     from landmarks.models.registry import BACKBONES
 
@@ -105,6 +112,9 @@ def check_config(config: Config, replicas: int = 1) -> TrainingPlan:
     from landmarks.data.tfrecords import read_label_map
 
     train_files = _shards_or_error(config.records_dir, config.train_split, "records_dir")
+    from landmarks.data.pipeline import process_share
+
+    process_files = process_share(train_files, processes, process_index)
     holdout_files = []
     if config.validate_every and config.holdout_split:
         holdout_files = _shards_or_error(config.records_dir, config.holdout_split, "holdout_split")
@@ -154,6 +164,8 @@ def check_config(config: Config, replicas: int = 1) -> TrainingPlan:
         steps_per_epoch=steps_per_epoch,
         total_steps=total_steps,
         warmup_steps=warmup_steps,
+        process_files=process_files,
+        process_batch=global_batch // processes,
     )
 
 

@@ -3,8 +3,10 @@
 `train(config)` is the entry (also `python -m landmarks train --config F --set k=v`):
 
 1. check the configuration against the records before anything heavy (`check_config`);
-2. pick strategy (tf.distribute, or DataParallel on JAX), precision and XLA for the machine and
-   Keras backend (landmarks.training.devices, landmarks.training.precision);
+2. pick strategy (tf.distribute, or DataParallel on JAX, over one or several processes: each
+   process then reads its own share of the shards and feeds its share of every global batch,
+   and process 0 alone writes the run folder), precision and XLA for the machine and Keras
+   backend (landmarks.training.devices, landmarks.training.precision);
 3. build the models in the strategy scope with dynamic margins from the label map's class
    counts, compile with the warmup-cosine schedule, the backbone learning-rate multiplier,
    global-norm clipping and float32 cross-entropy (landmarks.training.optimization);
@@ -92,13 +94,16 @@ def train(config: Config, *, verbose: int = 2) -> str:
     from landmarks.training.run_lock import run_folder_lock
 
     setup = detect_strategy()
-    plan = check_config(config, replicas=setup.replicas)
+    processes = setup.workers if setup.jax_processes else 1
+    plan = check_config(config, setup.replicas, processes, setup.worker_index)
     lock = run_folder_lock(config.run_dir) if setup.is_chief else contextlib.nullcontext()
     with lock:
         if config.resume_from and setup.is_chief:
             from landmarks.training.resume_from import continue_from
 
             continue_from(config.resume_from, config.run_dir)
+        # The other processes read the run folder (its checkpoints) once the chief has set it up.
+        setup.wait_for_all("run folder ready")
         return _train(config, setup, plan, verbose)
 
 
@@ -119,8 +124,11 @@ def _train(config: Config, setup, plan: TrainingPlan, verbose: int) -> str:
     checkpoint_dir = os.path.join(run_dir, "checkpoints")
     resuming = checkpoints.read_index(checkpoint_dir) is not None  # a damaged one: DataError
     _check_resume_compatible(resolved, run_dir)
+    share = (
+        f" ({plan.process_batch} per process)" if plan.process_batch != plan.global_batch else ""
+    )
     print(
-        f"training on {setup}, {precision}, global batch {plan.global_batch}, "
+        f"training on {setup}, {precision}, global batch {plan.global_batch}{share}, "
         f"jit_compile={jit_compile}; {plan.train_examples} records, "
         f"{plan.num_classes} classes, {plan.steps_per_epoch} steps/epoch",
         flush=True,
@@ -143,10 +151,11 @@ def _train(config: Config, setup, plan: TrainingPlan, verbose: int) -> str:
         if removed:
             print(f"removed what a killed checkpoint save left: {', '.join(removed)}", flush=True)
         start_epoch = checkpoint.restore_latest()
+        step = int(parts.optimizer.iterations.numpy())
+        setup.check_same_everywhere("restored (epoch, step)", [start_epoch, step])
         if start_epoch:
             print(
-                f"resumed from {checkpoint.latest()}: epoch {start_epoch} done, "
-                f"step {int(parts.optimizer.iterations.numpy())}",
+                f"resumed from {checkpoint.latest()}: epoch {start_epoch} done, step {step}",
                 flush=True,
             )
 
@@ -172,9 +181,9 @@ def _train(config: Config, setup, plan: TrainingPlan, verbose: int) -> str:
         from landmarks.data.record_check import naming_bad_records
 
         dataset = make_train_dataset(
-            plan.train_files,
+            plan.process_files,
             config.image_size,
-            plan.global_batch,
+            plan.process_batch,
             augment=config.augment,
             seed=config.seed + start_epoch,  # a resumed run does not replay epoch 1's batches
             shuffle_buffer=config.shuffle_buffer,
