@@ -3,8 +3,23 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 from landmarks.cli import main
+
+
+def run_captured(capsys, *args) -> tuple[int, str, str]:
+    """`python -m landmarks ARGS` in this process: (exit status, stdout, stderr)."""
+    status = main([str(a) for a in args])
+    captured = capsys.readouterr()
+    return status, captured.out, captured.err
+
+
+def write_config(path: Path, **settings) -> Path:
+    """A YAML config at `path` of `key: value` lines, one per setting (values as str() gives
+    them); returns `path`."""
+    path.write_text("".join(f"{key}: {value}\n" for key, value in settings.items()))
+    return path
 
 
 def infer(config, out, *settings: str, task: str = "recognition") -> int:

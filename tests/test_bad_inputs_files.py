@@ -13,18 +13,11 @@ import os
 from pathlib import Path
 
 import pytest
+from cli_helpers import run_captured, write_config
 
-from landmarks.cli import main
 from landmarks.data.record_parts import join_record_parts
 from landmarks.data.tfrecords import read_label_map
 from landmarks.errors import ConfigError, DataError
-
-
-def _run(capsys, *args) -> tuple[int, str, str]:
-    status = main([str(a) for a in args])
-    captured = capsys.readouterr()
-    return status, captured.out, captured.err
-
 
 # --- D3: joining record parts into one of the parts -----------------------------------------
 
@@ -101,7 +94,7 @@ def run_folder(tmp_path_factory, tiny_models, mini_records) -> Path:
 
 
 def _export(capsys, run_folder, out, *extra):
-    return _run(capsys, "export", "--run", run_folder, "--out", out, *extra)
+    return run_captured(capsys, "export", "--run", run_folder, "--out", out, *extra)
 
 
 def _tree(folder: Path) -> dict[str, bytes]:
@@ -258,7 +251,7 @@ def test_export_onto_a_real_full_or_read_only_disk(run_folder, small_disk, capsy
 
 def _prepare(capsys, mini_landmarks, out) -> tuple[int, str]:
     """Exit status and the last line on stderr (after the progress bar's)."""
-    status, _, error = _run(
+    status, _, error = run_captured(
         capsys, "prepare", "--data-dir", mini_landmarks, "--split", "train", "--out", out,
         "--shards", "2", "--image-size", "64",
     )  # fmt: skip
@@ -417,7 +410,7 @@ def test_a_field_over_the_csv_limit_is_named_with_its_line(tmp_path, capsys):
     solution.write_text("id,landmarks,Usage\nq1,10,Public\n")
     submission = tmp_path / "s.csv"
     submission.write_text("id,landmarks\nq1,10 0.5\nq2," + "1" * 131_073 + "\n")
-    status, _, error = _run(
+    status, _, error = run_captured(
         capsys, "evaluate", "--task", "recognition", "--submission", submission,
         "--solution", solution,
     )  # fmt: skip
@@ -435,7 +428,7 @@ def test_a_solution_with_carriage_return_line_ends_is_read(tmp_path, capsys):
     for end in ("\n", "\r", "\r\n"):
         solution = tmp_path / "solution.csv"
         solution.write_bytes(end.join(lines).encode() + end.encode())
-        status, out, _ = _run(
+        status, out, _ = run_captured(
             capsys, "evaluate", "--task", "recognition", "--submission", submission,
             "--solution", solution, "--json",
         )  # fmt: skip
@@ -594,13 +587,16 @@ def test_infer_with_a_model_fixed_to_another_size_is_one_line(
     keras.Sequential([keras.Input((64, 64, 3)), keras.layers.GlobalAveragePooling2D()]).save(
         str(model)
     )
-    config = tmp_path / "c.yaml"
-    config.write_text(
-        f"data_dir: {mini_landmarks}\nrecords_dir: {mini_records}\noutput_dir: {tmp_path}\n"
-        f"image_size: 32\nmodel_path: {model}\n"
+    config = write_config(
+        tmp_path / "c.yaml",
+        data_dir=mini_landmarks,
+        records_dir=mini_records,
+        output_dir=tmp_path,
+        image_size=32,
+        model_path=model,
     )
     out = tmp_path / "s.csv"
-    status, _, error = _run(
+    status, _, error = run_captured(
         capsys, "infer", "--config", config, "--task", "retrieval", "--out", out
     )
     assert status == 2 and error.startswith(

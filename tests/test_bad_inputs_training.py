@@ -17,9 +17,9 @@ import h5py
 import keras
 import numpy as np
 import pytest
+from cli_helpers import run_captured, write_config
 from training_helpers import STEPS, checkpoint_numbers, tiny
 
-from landmarks.cli import main
 from landmarks.errors import DataError
 from landmarks.training.checkpoints import (
     NonFiniteWeights,
@@ -29,12 +29,6 @@ from landmarks.training.checkpoints import (
 )
 
 pytestmark = pytest.mark.usefixtures("tiny_bn_registered")
-
-
-def _run(capsys, *args) -> tuple[int, str, str]:
-    status = main([str(a) for a in args])
-    captured = capsys.readouterr()
-    return status, captured.out, captured.err
 
 
 def _history_epochs(run_dir: Path) -> list[int]:
@@ -82,7 +76,7 @@ def test_a_diverged_run_keeps_its_last_good_checkpoint_and_says_so(mini_records,
     diverging = tiny(mini_records, out, epochs=2, learning_rate=1.0e30, clip_norm=0.0)
     config_path = tmp_path / "diverging.yaml"
     diverging.save(str(config_path))
-    status, _, error = _run(capsys, "train", "--config", config_path)
+    status, _, error = run_captured(capsys, "train", "--config", config_path)
     assert status == 2 and error.count("\n") == 1
     assert error.startswith("error: loss became NaN/inf in epoch 2 (batch ")
     assert f"the last good checkpoint {folder / 'ckpt-1.h5'} (epoch 1) is kept" in error
@@ -164,7 +158,7 @@ def test_a_damaged_index_is_named_and_no_checkpoint_is_deleted(
     for name in ("ckpt-1.h5", "ckpt-2.h5", "ckpt-3.h5"):
         (folder / name).write_bytes(name.encode())
     (folder / "checkpoint.json").write_text(DAMAGED_INDEXES[kind])
-    status, out, error = _run(capsys, "train", "--config", config_path)
+    status, out, error = run_captured(capsys, "train", "--config", config_path)
     assert status == 2 and error.count("\n") == 1, error
     assert error.startswith(f"error: {folder / 'checkpoint.json'}: damaged checkpoint index (")
     assert "training on" not in out
@@ -233,7 +227,7 @@ def test_a_bad_setting_is_refused_before_the_run_folder_is_written(
     run_dir = tmp_path / "out" / "run"
     run_dir.mkdir(parents=True)
     (run_dir / "config.yaml").write_text("the earlier run's settings\n")
-    status, out, error = _run(capsys, "train", "--config", config_path, "--set", setting)
+    status, out, error = run_captured(capsys, "train", "--config", config_path, "--set", setting)
     assert status == 2 and error.count("\n") == 1 and message in error, error
     assert "training on" not in out
     assert (run_dir / "config.yaml").read_text() == "the earlier run's settings\n"
@@ -256,14 +250,14 @@ def test_an_alias_bomb_is_refused_before_it_expands(mini_records, tmp_path, caps
     bomb = f"ensemble: {_alias_bomb()}\n"
     assert len(bomb) < 800  # 9**9 = 387,420,489 values once expanded
     config_path = _train_config(mini_records, tmp_path, bomb)
-    status, out, error = _run(capsys, "train", "--config", config_path)
+    status, out, error = run_captured(capsys, "train", "--config", config_path)
     assert status == 2 and "training on" not in out
     assert error == (
         f"error: {config_path}: expands to more than 100000 values (nested YAML aliases?); "
         "write the values out instead\n"
     )
     assert not (tmp_path / "out").exists()
-    status, _, error = _run(
+    status, _, error = run_captured(
         capsys, "train", "--config", _train_config(mini_records, tmp_path),
         "--set", f"ensemble={_alias_bomb()}",
     )  # fmt: skip
@@ -298,13 +292,16 @@ def test_an_embedding_pass_that_drops_every_image_says_so(
         photo = data_dir / "test" / "0" / image_id[1] / image_id[2] / f"{image_id}.jpg"
         photo.parent.mkdir(parents=True)
         photo.write_bytes(b"\xff\xd8 not really a JPEG")
-    config = tmp_path / "c.yaml"
-    config.write_text(
-        f"data_dir: {data_dir}\nrecords_dir: {mini_records}\noutput_dir: {tmp_path / 'out'}\n"
-        f"model_path: {tiny_models[0]}\nimage_size: 64\n"
+    config = write_config(
+        tmp_path / "c.yaml",
+        data_dir=data_dir,
+        records_dir=mini_records,
+        output_dir=tmp_path / "out",
+        model_path=tiny_models[0],
+        image_size=64,
     )
     out = tmp_path / "s.csv"
-    status, _, error = _run(
+    status, _, error = run_captured(
         capsys, "infer", "--config", config, "--task", "retrieval", "--out", out
     )
     assert status == 2 and error.count("\n") == 1, error
@@ -348,7 +345,7 @@ def test_resume_from_into_a_read_only_output_dir(mini_records, tmp_path, capsys,
     source = _earlier_run(tmp_path / "attached", "epoch,step\n1,4\n")
     config_path = _train_config(mini_records, tmp_path)
     _refuse_writes_under(monkeypatch, tmp_path / "out", errno.EROFS)
-    status, _, error = _run(
+    status, _, error = run_captured(
         capsys, "train", "--config", config_path, "--set", f"resume_from={source}"
     )
     assert status == 2 and error == (
@@ -359,7 +356,7 @@ def test_resume_from_into_a_read_only_output_dir(mini_records, tmp_path, capsys,
 
 def test_a_run_name_too_long_for_the_file_system(mini_records, tmp_path, capsys):
     config_path = _train_config(mini_records, tmp_path)
-    status, _, error = _run(
+    status, _, error = run_captured(
         capsys, "train", "--config", config_path, "--set", "run_name=" + "r" * 300
     )
     assert status == 2 and error.count("\n") == 1
@@ -371,7 +368,7 @@ def test_a_run_name_too_long_for_the_file_system(mini_records, tmp_path, capsys)
 def test_a_resume_from_history_that_is_not_a_history(mini_records, tmp_path, capsys):
     source = _earlier_run(tmp_path / "attached", "epoch,step\n1,4\nthree,8\n")
     config_path = _train_config(mini_records, tmp_path)
-    status, _, error = _run(
+    status, _, error = run_captured(
         capsys, "train", "--config", config_path, "--set", f"resume_from={source}"
     )
     assert status == 2 and error == (
