@@ -107,16 +107,16 @@ def run_demo(
     trained = Config.load(str(run_dir / "config.yaml"))  # the resolved config (num_classes...)
 
     log("== inference with the trained model")
-    scores = _infer_and_score(trained, out, log)
+    scores = infer_and_score(trained, out, log)
     log("== inference with the same network untrained")
     untrained = _baseline_config(trained, out / "untrained", _untrained_model(trained))
-    baseline = _infer_and_score(untrained, out / "untrained", log)
+    baseline = infer_and_score(untrained, out / "untrained", log)
     log("== inference with the backbone's own GeM features (no head, no training)")
     gem = _baseline_config(trained, out / "backbone_gem", build_backbone_gem(trained))
-    gem_scores = _infer_and_score(gem, out / "backbone_gem", log)
+    gem_scores = infer_and_score(gem, out / "backbone_gem", log)
 
-    unseen_truth = _unseen_truth(config.data_dir)
-    found = _found_real_photos(out, real, unseen_truth)
+    unseen_truth = read_unseen_truth(config.data_dir)
+    found = found_real_photos(out, real, unseen_truth)
     metrics = {
         "gap": scores["gap"],
         "map@100": scores["map@100"],
@@ -130,7 +130,7 @@ def run_demo(
         "unseen_landmarks": len(unseen),
         "real_photos": sum(found.values()),
         "real_photos_backbone_gem": sum(
-            _found_real_photos(out / "backbone_gem", real, unseen_truth).values()
+            found_real_photos(out / "backbone_gem", real, unseen_truth).values()
         ),
         "real_photos_total": len(real),
         "real_photos_unseen": sum(found[q] for q in real if q in unseen_truth),
@@ -214,7 +214,7 @@ def _baseline_config(trained: Config, folder: Path, embed_model) -> Config:
     return baseline
 
 
-def _infer_and_score(config: Config, out: Path, log) -> dict:
+def infer_and_score(config: Config, out: Path, log) -> dict:
     """Recognition and retrieval submissions in `out`, scored against the demo's solutions:
     {"gap", "map@100"} (seen landmarks), "map@100_unseen"}."""
     from landmarks.data.demo import UNSEEN_SOLUTION
@@ -240,7 +240,7 @@ def _infer_and_score(config: Config, out: Path, log) -> dict:
     }
 
 
-def _unseen_truth(data_dir: str) -> dict[str, list[str]]:
+def read_unseen_truth(data_dir: str) -> dict[str, list[str]]:
     """{unseen landmark's test query: its relevant index ids}."""
     from landmarks.data.demo import UNSEEN_SOLUTION
     from landmarks.metrics import read_retrieval_solution
@@ -248,7 +248,7 @@ def _unseen_truth(data_dir: str) -> dict[str, list[str]]:
     return read_retrieval_solution(str(Path(data_dir) / UNSEEN_SOLUTION))
 
 
-def _found_real_photos(
+def found_real_photos(
     folder: Path, real: dict[str, int], unseen_truth: dict[str, list[str]]
 ) -> dict[str, bool]:
     """{real photograph query: found} for the submissions in `folder`: a seen landmark's query
