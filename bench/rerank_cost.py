@@ -18,7 +18,7 @@ Printed per stage: seconds, and per image (queries, or queries + index for the t
 microseconds; last line: JSON of each stage's seconds and ratio to `plain`, and the two totals
 (soft = direct-750 + soft-*; bridged = direct-750 + bridged-*) over plain. The searches' costs
 scale with queries x rows x dim (their FLOP/s are those of bench/knn.py); the numpy stages
-scale with the images and candidates per query; README "At GLDv2 scale" scales them so.
+scale with the images and candidates per query; docs/gldv2-scale.md scales them so.
 
     .venv/bin/python bench/rerank_cost.py [--queries 2000] [--index 50000] [--train 100000]
         [--dim 512] [--landmarks 5000] [--backend tf] [--repeats 2]

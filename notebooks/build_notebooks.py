@@ -261,8 +261,9 @@ copied in and training continues where it stopped.
 
 `STOP_AFTER_EPOCHS` ends a session after that many epochs in all, while the learning-rate
 schedule keeps spanning `epochs`. Plan a 9-hour TPU session as ≈ 8 hours of training (start-up,
-validation, the export and publishing take the rest), with the epoch times of the README's
-*At GLDv2 scale* projection (TPU v3-8, 1.58M images; re-plan with the time of your first epoch):
+validation, the export and publishing take the rest), with the epoch times of the
+*At GLDv2 scale* projection in the repository's docs/gldv2-scale.md (TPU v3-8, 1.58M images;
+re-plan with the time of your first epoch):
 
 | run | one epoch | epochs per 9-hour session | sessions: `STOP_AFTER_EPOCHS` |
 |---|---|---|---|
@@ -300,7 +301,7 @@ export_run(run_dir, EXPORT_DIR, train_embeddings=EXPORT_TRAIN_EMBEDDINGS)"""),
 ## Publish as Kaggle datasets
 The run folder (checkpoints included) is what `RESUME_FROM` continues in the next session; the
 export is what the inference notebook attaches (with the internet off, beside the wheels
-dataset, see the README)."""),
+dataset, see docs/kaggle.md in the repository)."""),
     new_code_cell("""\
 from landmarks.kaggle import client as kaggle_client
 
@@ -390,8 +391,8 @@ with `"ensemble_mode": "concat"` (one kNN over the weighted concatenation) or `"
 `OUTPUT_DIR/<run name>/embeddings/<member>/`, so attaching precomputed train embeddings
 there skips embedding them. For retrieval, `"retrieval_rerank"` picks `"soft"` (the 2021
 winner's label re-ranking through the train images), `"bridged"` (the 2021 5th place's
-query → landmark → index distances), `"label"` (hard) or `"none"`; README section 4 lists
-their keys. The cell prints the members that will embed."""),
+query → landmark → index distances), `"label"` (hard) or `"none"`; docs/inference.md in the
+repository lists their keys. The cell prints the members that will embed."""),
     new_code_cell("""\
 from landmarks.inference.ensemble import ensemble_members
 
