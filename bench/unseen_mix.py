@@ -6,7 +6,8 @@ inference ensemble of the trained embedding (weight 1 - w) and the backbone's Ge
 landmarks.inference.ensemble describes: GAP and mAP@100 on the seen landmarks, mAP@100 on the
 unseen ones and the real photographs found, as the demo counts them. Nothing is trained again;
 each member embeds the images once (cached in OUT/mix/embeddings) and every weight reuses them.
-w = 0 and w = 1 are the demo's own `map@100_unseen` and `map@100_unseen_backbone_gem`.
+w = 0 and w = 1 are the demo's own `map@100_unseen` and `map@100_unseen_backbone_gem`; a
+weight found here goes into a run as `--set backbone_gem_weight=w` (landmarks.demo_flow).
 
     .venv/bin/python bench/unseen_mix.py --out output/demo [--weights 0.25 0.5 0.75]
 
@@ -21,7 +22,12 @@ from pathlib import Path
 
 from landmarks.config import Config
 from landmarks.data.demo import real_photo_queries
-from landmarks.demo_flow import found_real_photos, infer_and_score, read_unseen_truth
+from landmarks.demo_flow import (
+    found_real_photos,
+    infer_and_score,
+    read_unseen_truth,
+    with_backbone_gem,
+)
 
 
 def main() -> None:
@@ -35,15 +41,9 @@ def main() -> None:
     truth = read_unseen_truth(trained.data_dir)
     results = {}
     for weight in args.weights:
-        mixed = Config.from_dict(trained.to_dict(), source="bench")
-        members = [
-            {"model_path": str(out / "run" / "embed_model.keras"), "weight": 1 - weight},
-            {"model_path": str(out / "backbone_gem" / "embed_model.keras"), "weight": weight},
-        ]
-        mixed.update(
-            {"ensemble": members, "output_dir": str(out), "run_name": "mix", "model_path": ""},
-            source="bench",
-        )
+        trained.update({"backbone_gem_weight": weight}, source="bench")
+        mixed = with_backbone_gem(trained, str(out / "backbone_gem" / "embed_model.keras"))
+        mixed.update({"output_dir": str(out), "run_name": "mix"}, source="bench")
         folder = out / "mix" / f"w{weight:g}"
         folder.mkdir(parents=True, exist_ok=True)
         scores = infer_and_score(mixed, folder, log=lambda _: None)

@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 
 from landmarks.cli import main
+from landmarks.config import Config
 from landmarks.data.demo import real_photo_queries
-from landmarks.demo_flow import run_demo, summary_line
+from landmarks.demo_flow import retrieval_grid, run_demo, summary_line, with_backbone_gem
 from landmarks.errors import ConfigError, DataError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -186,6 +187,25 @@ def test_demo_counts_the_real_photographs_it_finds(demo, mini_landmarks):
             )
 
 
+@pytest.mark.slow
+def test_retrieval_grid_shows_seen_then_unseen_queries(demo, mini_landmarks, tmp_path):
+    out, _ = demo
+    shown = retrieval_grid(
+        str(out / "retrieval_submission.csv"),
+        str(mini_landmarks),
+        str(tmp_path / "grid.png"),
+        rows=4,
+        unseen_rows=3,
+    )
+    scored = {
+        name: {r["id"] for r in _rows(mini_landmarks / name) if r["Usage"] != "Ignored"}
+        for name in ("retrieval_solution.csv", "retrieval_solution_unseen.csv")
+    }
+    assert all(q in scored["retrieval_solution.csv"] for q in shown[:4])
+    assert all(q in scored["retrieval_solution_unseen.csv"] for q in shown[4:])
+    assert len(shown) == 7 and (tmp_path / "grid.png").stat().st_size > 0
+
+
 def test_summary_line_says_seen_and_unseen_scores():
     metrics = dict.fromkeys(SCORES, 0.5) | {
         "map@100_unseen": 0.25,
@@ -244,7 +264,26 @@ def test_demo_rejects_bad_settings_before_doing_anything(tmp_path, mini_landmark
             config_path=str(REPO / "configs" / "demo.yaml"),
             overrides=["image_sise=64"],
         )
+    with pytest.raises(ConfigError, match=r"backbone_gem_weight must be in \[0, 1\), got 1.0"):
+        run_demo(
+            str(out),
+            data_dir=str(mini_landmarks),
+            config_path=str(REPO / "configs" / "demo.yaml"),
+            overrides=["backbone_gem_weight=1"],
+        )
     assert not out.exists()
+
+
+def test_backbone_gem_weight_makes_a_two_member_concat_ensemble(tmp_path):
+    trained = Config.from_dict({"output_dir": str(tmp_path), "run_name": "run"})
+    assert with_backbone_gem(trained, "gem.keras") is trained  # weight 0: the model alone
+    trained.update({"backbone_gem_weight": 0.25})
+    mixed = with_backbone_gem(trained, "gem.keras")
+    assert mixed.ensemble_mode == "concat" and not trained.ensemble
+    assert mixed.ensemble == [
+        {"name": "run", "model_path": str(tmp_path / "run" / "embed_model.keras"), "weight": 0.75},
+        {"name": "backbone_gem", "model_path": "gem.keras", "weight": 0.25},
+    ]
 
 
 def test_cli_demo_reports_a_bad_override_in_one_line(capsys, tmp_path):

@@ -77,6 +77,10 @@ def run_demo(
     if not Path(config_path).is_file():
         raise ConfigError(f"demo config not found: {config_path} (run from the repository root)")
     config = Config.load(config_path, overrides)
+    if not 0.0 <= config.backbone_gem_weight < 1.0:
+        raise ConfigError(
+            f"backbone_gem_weight must be in [0, 1), got {config.backbone_gem_weight}"
+        )
     records_dir = out / "tfrecords"
     config.update(
         {
@@ -106,13 +110,17 @@ def run_demo(
     train(config)
     trained = Config.load(str(run_dir / "config.yaml"))  # the resolved config (num_classes...)
 
-    log("== inference with the trained model")
-    scores = infer_and_score(trained, out, log)
+    gem = _baseline_config(trained, out / "backbone_gem", build_backbone_gem(trained))
+    mixed = with_backbone_gem(trained, gem.model_path)
+    log(
+        "== inference with the trained model"
+        + (f" (+ backbone GeM at weight {trained.backbone_gem_weight:g})" if mixed.ensemble else "")
+    )
+    scores = infer_and_score(mixed, out, log)
     log("== inference with the same network untrained")
     untrained = _baseline_config(trained, out / "untrained", _untrained_model(trained))
     baseline = infer_and_score(untrained, out / "untrained", log)
     log("== inference with the backbone's own GeM features (no head, no training)")
-    gem = _baseline_config(trained, out / "backbone_gem", build_backbone_gem(trained))
     gem_scores = infer_and_score(gem, out / "backbone_gem", log)
 
     unseen_truth = read_unseen_truth(config.data_dir)
@@ -137,7 +145,7 @@ def run_demo(
         "real_photos_unseen_total": sum(1 for q in real if q in unseen_truth),
     }
     write_text_atomic(str(out / "metrics.json"), json.dumps(metrics, indent=2) + "\n")
-    _plots(run_dir, out, config.data_dir, log)
+    _plots(mixed, out, log)
     log(summary_line(metrics))
     log(f"wrote {out / 'submission.csv'}, {out / 'metrics.json'}, retrieval_grid.png, curves.png")
     return metrics
@@ -185,6 +193,24 @@ def _prepare_records(config: Config, workers: int, log) -> None:
             holdout=HOLDOUT if split == "train" else 0.0,
             seed=config.seed,
         )
+
+
+def with_backbone_gem(trained: Config, gem_model_path: str) -> Config:
+    """The trained run's config for inference: unchanged when its `backbone_gem_weight` is 0,
+    else a two-member `concat` ensemble of its embed_model.keras (weight 1 - w) and the
+    backbone GeM model at `gem_model_path` (weight w), cached in the run folder's
+    embeddings/run and embeddings/backbone_gem."""
+    weight = trained.backbone_gem_weight
+    if weight == 0:
+        return trained
+    mixed = Config.from_dict(trained.to_dict(), source="demo")
+    trained_path = str(Path(trained.run_dir) / "embed_model.keras")
+    members = [
+        {"name": "run", "model_path": trained_path, "weight": 1.0 - weight},
+        {"name": "backbone_gem", "model_path": gem_model_path, "weight": weight},
+    ]
+    mixed.update({"ensemble": members, "ensemble_mode": "concat"}, source="demo")
+    return mixed
 
 
 def _untrained_model(trained: Config):
@@ -268,13 +294,22 @@ def found_real_photos(
     }
 
 
-def _plots(run_dir: Path, out: Path, data_dir: str, log) -> None:
+def _plots(config: Config, out: Path, log) -> None:
+    """curves.png from the run folder; retrieval_grid.png of the scored submission, with the
+    similarities of the embeddings it searched (each member's, weighted, for a mix)."""
+    run_dir = Path(config.run_dir)
     shutil.copyfile(run_dir / "curves.png", out / "curves.png")
+    embeddings = [(str(run_dir / "embeddings"), 1.0)]
+    if config.ensemble:
+        embeddings = [
+            (str(run_dir / "embeddings" / member["name"]), member["weight"])
+            for member in config.ensemble
+        ]
     retrieval_grid(
         str(out / "retrieval_submission.csv"),
-        data_dir,
+        config.data_dir,
         str(out / "retrieval_grid.png"),
-        embeddings_dir=str(run_dir / "embeddings"),
+        embeddings=embeddings,
     )
     log(f"plots: {out / 'curves.png'}, {out / 'retrieval_grid.png'}")
 
@@ -320,14 +355,15 @@ def retrieval_grid(
     data_dir: str,
     out_png: str,
     *,
-    embeddings_dir: str | None = None,
+    embeddings: list[tuple[str, float]] | None = None,
     rows: int = 6,
     unseen_rows: int = 4,
 ) -> list[str]:
     """retrieval_grid.png: representative test queries of a retrieval submission (chosen by
     `choose_grid_queries`: some hits, some misses) with their top-5 index images, each framed
     green when relevant and red otherwise, captioned with its rank, its cosine similarity to
-    the query (from embeddings_dir/test.npz and index.npz, when given) and its landmark's name
+    the query (from test.npz and index.npz in each (folder, weight) of `embeddings`, when
+    given: the weighted mean of their cosine similarities) and its landmark's name
     (landmarks.csv when the data folder has it, else the landmark id; index images relevant to
     no query are distractors). `rows` queries of the seen landmarks (retrieval_solution.csv),
     then, when the data folder has retrieval_solution_unseen.csv, `unseen_rows` queries of the
@@ -347,7 +383,7 @@ def retrieval_grid(
         groups.append(("unseen landmark ", unseen, unseen_rows))
     query_landmarks = _query_landmarks(str(data / "recognition_solution.csv"))
     names = _landmark_names(data / "landmarks.csv")
-    similarity = _similarity(embeddings_dir) if embeddings_dir else None
+    similarity = _similarity(embeddings) if embeddings else None
 
     chosen: list[str] = []
     titles: list[str] = []
@@ -412,14 +448,21 @@ def _landmark_names(path: Path) -> dict[int, str]:
     return dict(zip(table["landmark_id"].astype(int), table["name"].astype(str), strict=True))
 
 
-def _similarity(embeddings_dir: str):
-    """(test id, index id) -> cosine similarity, from the saved test and index embeddings."""
+def _similarity(embeddings: list[tuple[str, float]]):
+    """(test id, index id) -> the weighted mean, over (folder, weight) of `embeddings` (weights
+    normalised to sum 1), of the cosine similarities of their saved test and index embeddings:
+    the similarity a concat ensemble searches with (landmarks.inference.ensemble)."""
     from landmarks.inference.embedding import load_embeddings
 
-    test = load_embeddings(str(Path(embeddings_dir) / "test.npz"))
-    index = load_embeddings(str(Path(embeddings_dir) / "index.npz"))
-    test_rows = {image: row for row, image in enumerate(test.ids)}
-    index_rows = {image: row for row, image in enumerate(index.ids)}
-    return lambda query, image: float(
-        test.vectors[test_rows[query]] @ index.vectors[index_rows[image]]
+    total = sum(weight for _, weight in embeddings)
+    parts = []
+    for folder, weight in embeddings:
+        test = load_embeddings(str(Path(folder) / "test.npz"))
+        index = load_embeddings(str(Path(folder) / "index.npz"))
+        test_rows = {image: row for row, image in enumerate(test.ids)}
+        index_rows = {image: row for row, image in enumerate(index.ids)}
+        parts.append((weight / total, test, index, test_rows, index_rows))
+    return lambda query, image: sum(
+        float(weight * (test.vectors[test_rows[query]] @ index.vectors[index_rows[image]]))
+        for weight, test, index, test_rows, index_rows in parts
     )
