@@ -73,7 +73,7 @@ test-versions: data $(LOWEND_GPU_VENV)/.installed $(LOWEND_TPU_VENV)/.installed
 
 # The ratio benchmarks (each prints its ratios as JSON on its last line). bench/heads_gap.py
 # trains four demo models at the demo budget (about an hour on 2 cores): `make bench-heads`.
-RATIO_BENCHES := bench/build.py bench/pipeline.py bench/model.py bench/train_optimizer.py bench/knn.py \
+RATIO_BENCHES := bench/build.py bench/beam_build.py bench/pipeline.py bench/model.py bench/train_optimizer.py bench/knn.py \
 	bench/rerank_cost.py
 
 bench: data

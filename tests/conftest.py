@@ -82,3 +82,16 @@ def tiny_models(tmp_path_factory) -> list[Path]:
         paths.append(folder / f"tiny_seed{seed}.keras")
         model.save(str(paths[-1]))
     return paths
+
+
+@pytest.fixture(scope="module")
+def tiny_bn_registered():
+    """The tests' backbone `tiny_bn` (training_helpers.tiny_bn_backbone) registered while a
+    test module runs; a module asks for it with pytest.mark.usefixtures("tiny_bn_registered")."""
+    from training_helpers import tiny_bn_backbone
+
+    from landmarks.models.registry import BACKBONES
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setitem(BACKBONES, "tiny_bn", tiny_bn_backbone)
+        yield

@@ -8,6 +8,7 @@ import keras
 import numpy as np
 import pytest
 from layer_helper import run_layer_test
+from model_helpers import assert_reloads_the_same
 
 from landmarks.layers.conformer import (
     CONFORMER_PRESETS,
@@ -232,12 +233,7 @@ def test_conformer_ti_dolg_training_lowers_the_loss(tmp_path):
     assert losses[-1] < losses[0], losses
 
     images = rng.uniform(0, 255, (2, 96, 96, 3)).astype("float32")
-    path = str(tmp_path / "embed_model.keras")
-    embed_model.save(path)
-    loaded = keras.saving.load_model(path)
-    np.testing.assert_allclose(
-        np.asarray(loaded(images)), np.asarray(embed_model(images)), atol=1e-5
-    )
+    assert_reloads_the_same(embed_model, images, tmp_path / "embed_model.keras", atol=1e-5)
 
 
 def test_conformer_has_no_imagenet_weights():

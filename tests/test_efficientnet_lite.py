@@ -6,6 +6,7 @@ from __future__ import annotations
 import shutil
 
 import keras
+import model_helpers
 import numpy as np
 import pytest
 from PIL import Image
@@ -45,15 +46,7 @@ PALACE = 698  # n03877845
 
 
 def small_config(**overrides) -> Config:
-    values = {
-        "backbone": "efficientnet_lite0",
-        "num_classes": 5,
-        "embedding_dim": 32,
-        "local_dim": 64,
-        "dilations": [1, 2, 3],
-        **overrides,
-    }
-    return Config.from_dict(values)
+    return model_helpers.small_config(**{"backbone": "efficientnet_lite0", **overrides})
 
 
 def _photographs() -> dict[str, np.ndarray]:

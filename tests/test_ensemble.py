@@ -56,7 +56,10 @@ def test_members_defaults_and_names():
         ([{"image_size": 64}], r"ensemble\[0\]: model_path .* is required"),
         ([{"model_path": "a/m.keras"}, {"model_path": "b/m.keras"}], "two members are named 'm'"),
         ([{"model_path": "a.keras", "weight": 0}], r"ensemble\[0\]: weight must be a positive"),
-        ([{"model_path": "a.keras", "image_size": 16}], "image_size must be an integer >= 32"),
+        (
+            [{"model_path": "a.keras", "image_size": 16}],
+            "image_size must be an integer from 32 to 4096 px, got 16",
+        ),
         ([{"model_path": "a.keras", "tta_scales": []}], "tta_scales must be a list"),
         ([{"model_path": "a.keras", "name": "a/b"}], "name must be letters"),
         (["a.keras"], r"ensemble\[0\]: expected a mapping"),

@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from cli_helpers import infer
 
 from landmarks.cli import main
 from landmarks.errors import DataError
@@ -75,7 +76,15 @@ def exported(run_folder, tmp_path_factory):
 
 def test_the_export_holds_what_inference_needs_and_nothing_else(exported, run_folder, mini_records):
     files = sorted(str(p.relative_to(exported)) for p in exported.rglob("*") if p.is_file())
-    assert files == ["config.yaml", "embed_model.keras", "embeddings/train.npz", "label_map.csv"]
+    assert files == [
+        "config.yaml",
+        "embed_model.keras",
+        "embeddings/train.npz",
+        "export.json",
+        "label_map.csv",
+    ]
+    mark = json.loads((exported / "export.json").read_text())
+    assert mark["files"] == [f for f in files if f != "export.json"]
     model_bytes = (run_folder / "embed_model.keras").read_bytes()
     assert (exported / "embed_model.keras").read_bytes() == model_bytes
     assert (exported / "label_map.csv").read_bytes() == (
@@ -101,13 +110,6 @@ def test_the_export_holds_what_inference_needs_and_nothing_else(exported, run_fo
     }
 
 
-def _infer(config_path: Path, out: Path, *settings: str) -> int:
-    args = ["infer", "--config", str(config_path), "--task", "recognition", "--out", str(out)]
-    for setting in settings:
-        args += ["--set", setting]
-    return main(args)
-
-
 def _predictions(path: Path) -> pd.DataFrame:
     table = pd.read_csv(path, keep_default_na=False).set_index("id").sort_index()
     split = table["landmarks"].str.split(" ", expand=True)
@@ -119,7 +121,7 @@ def test_infer_reuses_matching_embeddings_without_any_train_records(
 ):
     fresh = tmp_path / "fresh.csv"
     model = f"model_path={run_folder / 'embed_model.keras'}"
-    assert _infer(run_folder / "config.yaml", fresh, model, f"output_dir={tmp_path / 'a'}") == 0
+    assert infer(run_folder / "config.yaml", fresh, model, f"output_dir={tmp_path / 'a'}") == 0
     assert "embedding train" in capsys.readouterr().out
 
     reused = tmp_path / "reused.csv"
@@ -129,7 +131,7 @@ def test_infer_reuses_matching_embeddings_without_any_train_records(
         f"records_dir={exported}",  # the export's label_map.csv; no records at all
         f"output_dir={tmp_path / 'b'}",
     ]
-    assert _infer(exported / "config.yaml", reused, *settings) == 0
+    assert infer(exported / "config.yaml", reused, *settings) == 0
     printed = capsys.readouterr().out
     assert "train: reusing" in printed and "(fingerprint matches)" in printed
     assert "embedding train" not in printed
@@ -156,9 +158,7 @@ def test_infer_re_embeds_and_says_why_when_the_fingerprint_differs(
     model = f"model_path={exported / 'embed_model.keras'}"
     out = f"output_dir={tmp_path}"
     assert (
-        _infer(
-            run_folder / "config.yaml", tmp_path / "s.csv", attached, model, out, "tta_flip=true"
-        )
+        infer(run_folder / "config.yaml", tmp_path / "s.csv", attached, model, out, "tta_flip=true")
         == 0
     )
     printed = capsys.readouterr().out
@@ -167,11 +167,11 @@ def test_infer_re_embeds_and_says_why_when_the_fingerprint_differs(
 
     _tiny_model(2).save(str(tmp_path / "other.keras"))
     other = f"model_path={tmp_path / 'other.keras'}"
-    assert _infer(run_folder / "config.yaml", tmp_path / "s.csv", attached, other, out) == 0
+    assert infer(run_folder / "config.yaml", tmp_path / "s.csv", attached, other, out) == 0
     assert "(another model file)" in capsys.readouterr().out
 
     absent = f"train_embeddings={tmp_path / 'absent.npz'}"
-    assert _infer(run_folder / "config.yaml", tmp_path / "s.csv", absent, model, out) == 0
+    assert infer(run_folder / "config.yaml", tmp_path / "s.csv", absent, model, out) == 0
     assert "train: no attached embeddings at" in capsys.readouterr().out
 
 
@@ -194,7 +194,9 @@ def test_bad_exports_stop_before_writing(run_folder, tmp_path, mini_landmarks):
     assert not out.exists()
     out.mkdir()
     (out / "notes.txt").write_text("mine")
-    with pytest.raises(DataError, match=r"holds other files \(notes.txt\)"):
+    with pytest.raises(
+        DataError, match=r"not an earlier export \(no export.json\): it holds notes.txt;"
+    ):
         export_run(str(run_folder), str(out))
     assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]
     assert not [p for p in tmp_path.iterdir() if ".export-" in p.name]

@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pytest
 from layer_helper import run_layer_test
+from model_helpers import assert_reloads_the_same
 
 from landmarks.layers.fbsd import FBSM, FDM, FBSDHead, TopKPool
 
@@ -211,16 +212,9 @@ def test_fbsd_training_lowers_the_loss(fbsd_models):
 
 
 def test_fbsd_embed_model_keras_round_trip(fbsd_models, tmp_path):
-    import keras
-
     _, embed_model = fbsd_models
     images = np.random.default_rng(5).uniform(0, 255, (2, 96, 96, 3)).astype("float32")
-    path = str(tmp_path / "embed_model.keras")
-    embed_model.save(path)
-    loaded = keras.saving.load_model(path)
-    np.testing.assert_allclose(
-        np.asarray(loaded(images)), np.asarray(embed_model(images)), atol=1e-6
-    )
+    assert_reloads_the_same(embed_model, images, tmp_path / "embed_model.keras", atol=1e-6)
 
 
 def test_fbsd_backbone_feeds_suppressed_maps_forward():

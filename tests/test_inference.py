@@ -3,11 +3,11 @@ and numpy formulas written here."""
 
 from __future__ import annotations
 
-import json
 import os
 
 import numpy as np
 import pytest
+from cli_helpers import evaluate, infer, last_json
 
 from landmarks.errors import DataError
 from landmarks.inference.embedding import Embeddings, embed, load_embeddings, save_embeddings
@@ -276,24 +276,10 @@ def _folder_ids(data_dir, split):
 def test_infer_recognition_end_to_end(tiny_run, mini_landmarks, capsys):
     import pandas as pd
 
-    from landmarks.cli import main
     from landmarks.submission import validate_recognition_submission
 
     out = str(tiny_run / "recognition.csv")
-    assert (
-        main(
-            [
-                "infer",
-                "--config",
-                str(tiny_run / "config.yaml"),
-                "--task",
-                "recognition",
-                "--out",
-                out,
-            ]
-        )
-        == 0
-    )
+    assert infer(tiny_run / "config.yaml", out) == 0
     test_ids = _folder_ids(mini_landmarks, "test")
     predictions = validate_recognition_submission(out, test_ids)
     # Independent check from the saved embeddings and train.csv: with knn_k=1 and no penalty
@@ -309,30 +295,15 @@ def test_infer_recognition_end_to_end(tiny_run, mini_landmarks, capsys):
         assert landmark == landmark_of[train.ids[nearest[row]]]
         assert confidence == pytest.approx(scores[row, nearest[row]], abs=1e-5)
     assert len(train) == len(table)  # train + holdout records: every train image is indexed
-    assert (
-        main(
-            [
-                "evaluate",
-                "--task",
-                "recognition",
-                "--submission",
-                out,
-                "--solution",
-                str(mini_landmarks / "recognition_solution.csv"),
-                "--json",
-            ]
-        )
-        == 0
-    )
-    assert 0.0 <= json.loads(capsys.readouterr().out.strip().splitlines()[-1])["gap"] <= 1.0
+    solution = mini_landmarks / "recognition_solution.csv"
+    assert evaluate("recognition", out, solution, "--json") == 0
+    assert 0.0 <= last_json(capsys)["gap"] <= 1.0
 
 
 def test_infer_retrieval_with_reranking_end_to_end(tiny_run, mini_landmarks):
-    from landmarks.cli import main
     from landmarks.submission import validate_retrieval_submission
 
     out = str(tiny_run / "retrieval.csv")
-    args = ["infer", "--config", str(tiny_run / "config.yaml"), "--task", "retrieval", "--out", out]
     overrides = [
         "query_expansion_alpha=3",
         "label_rerank=true",
@@ -341,50 +312,20 @@ def test_infer_retrieval_with_reranking_end_to_end(tiny_run, mini_landmarks):
         f"non_landmark_dir={mini_landmarks / 'index'}",
         "knn_backend=faiss",
     ]
-    assert main(args + [item for o in overrides for item in ("--set", o)]) == 0
+    assert infer(tiny_run / "config.yaml", out, *overrides, task="retrieval") == 0
     index_ids = _folder_ids(mini_landmarks, "index")
     predictions = validate_retrieval_submission(out, _folder_ids(mini_landmarks, "test"), index_ids)
     assert {len(images) for images in predictions.values()} == {min(100, len(index_ids))}
 
 
 def test_infer_without_model_is_a_one_line_error(tmp_path, capsys):
-    from landmarks.cli import main
-
     config = tmp_path / "c.yaml"
     config.write_text(f"output_dir: {tmp_path}\nrun_name: none\n")
-    assert (
-        main(
-            [
-                "infer",
-                "--config",
-                str(config),
-                "--task",
-                "recognition",
-                "--out",
-                str(tmp_path / "s.csv"),
-            ]
-        )
-        == 2
-    )
+    assert infer(config, tmp_path / "s.csv") == 2
     assert "embed model not found" in capsys.readouterr().err
     assert not (tmp_path / "s.csv").exists()
     for bad, key in [("knn_backend=annoy", "knn_backend"), ("tta_scales=[0]", "tta_scales")]:
-        assert (
-            main(
-                [
-                    "infer",
-                    "--config",
-                    str(config),
-                    "--task",
-                    "recognition",
-                    "--out",
-                    str(tmp_path / "s.csv"),
-                    "--set",
-                    bad,
-                ]
-            )
-            == 2
-        )
+        assert infer(config, tmp_path / "s.csv", bad) == 2
         assert key in capsys.readouterr().err
 
 
@@ -419,13 +360,8 @@ def stale_test_records(tiny_run, mini_records, mini_landmarks, tmp_path_factory)
 
 
 def _infer(tiny_run, data_dir, records, out, *settings, task="retrieval"):
-    from landmarks.cli import main
-
-    args = ["infer", "--config", str(tiny_run / "config.yaml"), "--task", task]
-    args += ["--out", str(out), "--set", f"data_dir={data_dir}", "--set", f"records_dir={records}"]
-    for setting in settings:
-        args += ["--set", setting]
-    return main(args)
+    sources = (f"data_dir={data_dir}", f"records_dir={records}")
+    return infer(tiny_run / "config.yaml", out, *sources, *settings, task=task)
 
 
 def test_a_swapped_test_folder_is_what_gets_submitted(

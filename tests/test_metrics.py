@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import json
-
 import pytest
+from cli_helpers import evaluate, last_json
 
-from landmarks.cli import main
 from landmarks.errors import DataError
 from landmarks.metrics import (
     global_average_precision,
@@ -169,67 +167,23 @@ def test_evaluate_recognition_json_last_line(tmp_path, capsys):
         tmp_path / "sub.csv",
         "id,landmarks\nq1,10 0.9\nq2,21 0.7\nq3,31 0.6\nq4,40 0.8\nq5,\nq6,60 1.0\n",
     )
-    assert (
-        main(
-            [
-                "evaluate",
-                "--task",
-                "recognition",
-                "--submission",
-                submission,
-                "--solution",
-                solution,
-                "--json",
-            ]
-        )
-        == 0
-    )
-    scores = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert evaluate("recognition", submission, solution, "--json") == 0
+    scores = last_json(capsys)
     # Same case as test_gap_hand_worked (q6 is Ignored): GAP 0.375, 5 queries scored.
     assert scores["gap"] == pytest.approx(0.375)
     assert scores["queries"] == 5 and scores["landmark_queries"] == 4
     # Public only: q1 (rank 1, correct) and q3 (rank 2, correct): (1 + 1) / 2 = 1
-    main(
-        [
-            "evaluate",
-            "--task",
-            "recognition",
-            "--submission",
-            submission,
-            "--solution",
-            solution,
-            "--usage",
-            "public",
-            "--json",
-        ]
-    )
-    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["gap"] == 1.0
+    evaluate("recognition", submission, solution, "--usage", "public", "--json")
+    assert last_json(capsys)["gap"] == 1.0
 
 
 def test_evaluate_retrieval_json_and_bad_submission(tmp_path, capsys):
     solution = _write(tmp_path / "sol.csv", "id,images,Usage\nq1,a b,Public\nq2,x,Private\n")
     submission = _write(tmp_path / "sub.csv", "id,images\nq1,b z a\nq2,\n")
-    assert (
-        main(
-            [
-                "evaluate",
-                "--task",
-                "retrieval",
-                "--submission",
-                submission,
-                "--solution",
-                solution,
-                "--json",
-            ]
-        )
-        == 0
-    )
-    scores = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert evaluate("retrieval", submission, solution, "--json") == 0
+    scores = last_json(capsys)
     # q1: (1/1 + 2/3) / 2 = 5/6; q2: 0 -> mAP = 5/12
     assert scores == {"map@100": pytest.approx(5 / 12), "queries": 2, "predicted": 2, "unscored": 0}
     broken = _write(tmp_path / "broken.csv", "id,images\nq1," + " ".join(["a"] * 101) + "\n")
-    assert (
-        main(["evaluate", "--task", "retrieval", "--submission", broken, "--solution", solution])
-        == 2
-    )
+    assert evaluate("retrieval", broken, solution) == 2
     assert "line 2: 101 images" in capsys.readouterr().err

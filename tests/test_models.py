@@ -6,8 +6,8 @@ import keras
 import numpy as np
 import pytest
 from layer_helper import gradients
+from model_helpers import small_config
 
-from landmarks.config import Config
 from landmarks.errors import ConfigError
 from landmarks.models.build import build_model
 from landmarks.models.registry import BACKBONES, HEADS, HeadOutput
@@ -15,18 +15,6 @@ from landmarks.models.taps import feature_taps, find_stride_taps
 
 COUNTS = [1, 2, 4, 8, 60]
 SIZES = (64, 96)
-
-
-def small_config(**overrides) -> Config:
-    values = {
-        "backbone": "efficientnet_b0",
-        "num_classes": 5,
-        "embedding_dim": 32,
-        "local_dim": 64,
-        "dilations": [1, 2, 3],
-        **overrides,
-    }
-    return Config.from_dict(values)
 
 
 def images(size: int, batch: int = 2, seed: int = 0) -> np.ndarray:

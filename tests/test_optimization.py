@@ -75,42 +75,35 @@ def _data():
     return rng.normal(size=(8, 4)).astype("float32"), rng.integers(0, 3, 8).astype("int32")
 
 
-def test_sgd_backbone_moves_at_multiplier_times_the_rate():
+def _first_step_with_multiplier(kind, lr, multiplier, weight_decay=0.0):
+    """One fit step of the tiny model under make_optimizer(kind, lr, backbone multiplier): per
+    trainable variable (weights before, numpy gradient, weights after, its rate multiplier)."""
     model, backbone, _ = _tiny_model()
-    lr, multiplier = 0.1, 0.25
     optimizer = make_optimizer(
-        "sgd",
+        kind,
         lr,
-        weight_decay=0.0,
+        weight_decay=weight_decay,
         clip_norm=0.0,
         backbone_variables=backbone.trainable_variables,
         backbone_lr_multiplier=multiplier,
     )
-    x, y = _data()
-    before, grads, after = _one_fit_step(model, optimizer, x, y)
+    before, grads, after = _one_fit_step(model, optimizer, *_data())
     backbone_ids = {id(v) for v in backbone.trainable_variables}
-    for var, w0, g, w1 in zip(model.trainable_variables, before, grads, after, strict=True):
-        scale = multiplier if id(var) in backbone_ids else 1.0
+    scales = [multiplier if id(v) in backbone_ids else 1.0 for v in model.trainable_variables]
+    return zip(before, grads, after, scales, strict=True)
+
+
+def test_sgd_backbone_moves_at_multiplier_times_the_rate():
+    lr, multiplier = 0.1, 0.25
+    for w0, g, w1, scale in _first_step_with_multiplier("sgd", lr, multiplier):
         # first momentum step: v = -lr * g, w += v
         np.testing.assert_allclose(w1, w0 - lr * scale * g, rtol=1e-5, atol=1e-7)
 
 
 def test_adamw_scales_rate_and_decoupled_decay_of_the_backbone():
-    model, backbone, _ = _tiny_model()
     lr, multiplier, decay = 0.01, 0.1, 0.5
-    optimizer = make_optimizer(
-        "adamw",
-        lr,
-        weight_decay=decay,
-        clip_norm=0.0,
-        backbone_variables=backbone.trainable_variables,
-        backbone_lr_multiplier=multiplier,
-    )
-    x, y = _data()
-    before, grads, after = _one_fit_step(model, optimizer, x, y)
-    backbone_ids = {id(v) for v in backbone.trainable_variables}
-    for var, w0, g, w1 in zip(model.trainable_variables, before, grads, after, strict=True):
-        rate = lr * (multiplier if id(var) in backbone_ids else 1.0)
+    for w0, g, w1, scale in _first_step_with_multiplier("adamw", lr, multiplier, decay):
+        rate = lr * scale
         decayed = w0 - rate * decay * w0  # decoupled decay first, then the Adam step
         # first Adam step, Keras form: rate * sqrt(1 - b2) / (1 - b1) * m / (sqrt(v) + eps)
         # with m = (1 - b1) g, v = (1 - b2) g^2  ->  rate * g / (|g| + eps / sqrt(1 - b2))

@@ -7,6 +7,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from cli_helpers import infer
 from records_helpers import jpeg_bytes, picture, random_scan_data, replace_image_in_shard
 
 from landmarks.data.record_check import find_bad_record
@@ -42,30 +43,33 @@ def test_a_truncated_shard_is_named_with_the_offset(records):
     assert "truncated record at" in problem
 
 
+def _pooling_config(tmp_path, data_dir, records_dir) -> Path:
+    """A config (written to tmp_path) that embeds with a model without weights: global average
+    pooling of the 32-px image."""
+    import keras
+
+    model = keras.Sequential([keras.Input((None, None, 3)), keras.layers.GlobalAveragePooling2D()])
+    model.save(str(tmp_path / "embed.keras"))
+    config = tmp_path / "c.yaml"
+    config.write_text(
+        f"data_dir: {data_dir}\nrecords_dir: {records_dir}\noutput_dir: {tmp_path}\n"
+        f"model_path: {tmp_path / 'embed.keras'}\nimage_size: 32\nbatch_size: 64\n"
+    )
+    return config
+
+
 @pytest.mark.parametrize("damage", ["image", "truncation"])
 def test_infer_names_a_bad_record(records, mini_landmarks, tmp_path, capsys, damage):
     """The train records are read to embed the recognition index: the error names the shard
     and, for an image that does not decode, the record (W6: a truncated shard, the offset)."""
-    import keras
-
-    from landmarks.cli import main
-
     shards = list_shards(str(records), "holdout")
     if damage == "image":
         bad_id = replace_image_in_shard(Path(shards[0]), 0, CORRUPT)
     else:
         data = Path(shards[0]).read_bytes()
         Path(shards[0]).write_bytes(data[: len(data) - 100])
-    model = keras.Sequential([keras.Input((None, None, 3)), keras.layers.GlobalAveragePooling2D()])
-    model.save(str(tmp_path / "embed.keras"))
-    config = tmp_path / "c.yaml"
-    config.write_text(
-        f"data_dir: {mini_landmarks}\nrecords_dir: {records}\noutput_dir: {tmp_path}\n"
-        f"model_path: {tmp_path / 'embed.keras'}\nimage_size: 32\nbatch_size: 64\n"
-    )
     out = tmp_path / "s.csv"
-    args = ["infer", "--config", str(config), "--task", "recognition", "--out", str(out)]
-    assert main(args) == 2
+    assert infer(_pooling_config(tmp_path, mini_landmarks, records), out) == 2
     error = capsys.readouterr().err
     if damage == "image":
         assert f"{shards[0]}: record 0 (id {bad_id})" in error and "does not decode" in error
@@ -79,10 +83,8 @@ def test_an_unreadable_test_photo_gets_an_empty_prediction(
 ):
     """A broken file in the test folder must not fail a Kaggle rerun: it is named on the
     console and its query is submitted with an empty prediction."""
-    import keras
     import pandas as pd
 
-    from landmarks.cli import main
     from landmarks.data.gldv2 import image_path
 
     data = tmp_path / "competition"
@@ -90,15 +92,8 @@ def test_an_unreadable_test_photo_gets_an_empty_prediction(
     test_ids = sorted(p.stem for p in (data / "test").rglob("*.jpg"))
     broken = test_ids[5]
     Path(image_path(str(data), "test", broken)).write_bytes(CORRUPT)
-    model = keras.Sequential([keras.Input((None, None, 3)), keras.layers.GlobalAveragePooling2D()])
-    model.save(str(tmp_path / "embed.keras"))
-    config = tmp_path / "c.yaml"
-    config.write_text(
-        f"data_dir: {data}\nrecords_dir: {mini_records}\noutput_dir: {tmp_path}\n"
-        f"model_path: {tmp_path / 'embed.keras'}\nimage_size: 32\nbatch_size: 64\n"
-    )
     out = tmp_path / "s.csv"
-    assert main(["infer", "--config", str(config), "--task", "recognition", "--out", str(out)]) == 0
+    assert infer(_pooling_config(tmp_path, data, mini_records), out) == 0
     assert "1 test image(s) could not be read and are left out" in capsys.readouterr().out
     submission = pd.read_csv(out, dtype=str, keep_default_na=False)
     assert sorted(submission["id"]) == test_ids

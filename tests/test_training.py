@@ -20,7 +20,6 @@ from training_helpers import (
     read_only,
     snapshot,
     tiny,
-    tiny_bn_backbone,
     train_command,
     train_until_first_checkpoint_then_kill,
 )
@@ -29,15 +28,7 @@ from landmarks.cli import main
 from landmarks.config import Config
 from landmarks.errors import ConfigError
 
-
-@pytest.fixture(scope="module", autouse=True)
-def tiny_bn_registered():
-    """Backbone `tiny_bn` (training_helpers.tiny's) registered while this module runs."""
-    from landmarks.models.registry import BACKBONES
-
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setitem(BACKBONES, "tiny_bn", tiny_bn_backbone)
-        yield
+pytestmark = pytest.mark.usefixtures("tiny_bn_registered")
 
 
 @pytest.fixture(scope="module")

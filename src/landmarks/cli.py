@@ -1,9 +1,11 @@
 """Command line: `python -m landmarks [--backend jax|tensorflow|auto] <command> ...`.
 
 `--backend` chooses the Keras backend before anything imports Keras (landmarks.backend). Each
-command is registered by one `_register_<name>(subparsers)` function listed in
-`_REGISTRARS`; its handler imports the heavy modules it needs only when it runs, so that
-`--help` does not import TensorFlow. Errors of type `LandmarksError` (bad input, bad settings)
+command is registered by one `_register_<name>(subparsers)` function, listed in `_REGISTRARS`
+by the `@_command` decorator; options that several commands share are declared once
+(`_SHARED_OPTIONS`). This module only parses and dispatches: each handler passes the options to
+the one function of the stage that does the work, and prints its result. A handler imports the
+heavy modules it needs only when it runs, so that `--help` does not import TensorFlow. Errors of type `LandmarksError` (bad input, bad settings)
 are printed as one line `error: ...` with exit status 2; anything else is a bug and keeps its
 traceback. Commands that use TensorFlow import it first through `landmarks.console`, which
 keeps its C++ start-up lines off the console unless `--verbose` is given.
@@ -23,40 +25,81 @@ os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
 
 # --- commands -------------------------------------------------------------------------------
-# One registrar per command: it adds a subparser and sets `handler` to a function(args) -> int.
+# One registrar per command: it adds a subparser and sets `handler` to a function(args).
 
 
-_REGISTRARS: list = []
+_REGISTRARS: list = []  # the order of `--help`
 KERAS_COMMANDS = ("train", "infer", "demo")  # the commands that run a Keras model
+TASKS = ("recognition", "retrieval")
+
+# The options several commands take, each declared once: name -> (flags, argparse keywords).
+# A command may change a keyword (e.g. a default instead of `required`) with `_add_shared`.
+_SHARED_OPTIONS = {
+    "config": (
+        ("--config",),
+        dict(required=True, help="run config (YAML or JSON), e.g. configs/demo.yaml"),
+    ),
+    "set": (
+        ("--set",),
+        dict(
+            dest="overrides",
+            action="append",
+            default=[],
+            metavar="KEY=VALUE",
+            help="override a config key (repeatable), e.g. --set epochs=3 --set knn_backend=faiss",
+        ),
+    ),
+    "task": (("--task",), dict(required=True, choices=TASKS)),
+    "data-dir": (
+        ("--data-dir",),
+        dict(help="GLDv2-layout folder (train.csv, train/, test/, index/)"),
+    ),
+    "workers": (
+        ("--workers",),
+        dict(type=int, default=1, help="TFRecord writer processes (default 1)"),
+    ),
+}
 
 
-def _add_config_arguments(parser: argparse.ArgumentParser, config_help: str, example: str) -> None:
-    """`--config FILE` (required) and repeatable `--set KEY=VALUE` overrides (into args.overrides)."""
-    parser.add_argument("--config", required=True, help=config_help)
-    _add_override_argument(parser, example)
+def _add_shared(parser, name: str, **changes) -> None:
+    """Add the shared option `name` to `parser`; `changes` override its keywords."""
+    flags, options = _SHARED_OPTIONS[name]
+    parser.add_argument(*flags, **{**options, **changes})
 
 
-def _add_override_argument(parser: argparse.ArgumentParser, example: str) -> None:
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help=f"override a config key (repeatable), e.g. {example}",
-    )
+def _command(register):
+    """Decorator: list a registrar, a function(subparsers) that adds one command's parser and
+    sets its `handler`, a function(args) whose return value (None = 0) is the exit status."""
+    _REGISTRARS.append(register)
+    return register
 
 
+def _pick(args, *names: str) -> dict:
+    """{name: args.name} for the parsed options that a stage function takes by the same name."""
+    return {name: getattr(args, name) for name in names}
+
+
+def _config(args):
+    """The run config of `--config` with the `--set` overrides applied."""
+    from landmarks.config import Config
+
+    return Config.load(args.config, args.overrides)
+
+
+@_command
 def _register_kaggle(subparsers) -> None:
     """`kaggle download|publish|wheelhouse|submit`: move data, models and wheels to and from Kaggle."""
     parser = subparsers.add_parser(
         "kaggle", help="download competition data, publish datasets, build offline wheels, submit"
     )
+    parser.set_defaults(uses_tensorflow=False)
     actions = parser.add_subparsers(dest="kaggle_action", metavar="<action>", required=True)
 
     download = actions.add_parser("download", help="download and unzip competition data")
     download.add_argument(
         "--competition",
+        dest="competitions",
+        metavar="COMPETITION",
         action="append",
         default=None,
         help="competition slug (repeatable); default: landmark-recognition-2021 and "
@@ -65,6 +108,7 @@ def _register_kaggle(subparsers) -> None:
     download.add_argument("--out", default="input", help="folder for the data (default: input)")
     download.add_argument("--no-unzip", action="store_true", help="keep the zip archive")
     download.add_argument("--force", action="store_true", help="download again even if present")
+    download.set_defaults(handler=_run_kaggle_download)
 
     publish = actions.add_parser(
         "publish", help="upload a folder (or the landmarks wheel) as a Kaggle dataset"
@@ -77,7 +121,13 @@ def _register_kaggle(subparsers) -> None:
     publish.add_argument("--slug", required=True, help="dataset slug, 6-50 of [a-z0-9-]")
     publish.add_argument("--owner", help="Kaggle user name (default: the credentials' user)")
     publish.add_argument("--title", help="dataset title, 6-50 characters (default: from slug)")
-    publish.add_argument("--license", default="CC0-1.0", help="license name (default: CC0-1.0)")
+    publish.add_argument(
+        "--license",
+        dest="license_name",
+        metavar="LICENSE",
+        default="CC0-1.0",
+        help="license name (default: CC0-1.0)",
+    )
     publish.add_argument("--public", action="store_true", help="create it public (default private)")
     publish.add_argument("--message", default="New version from landmarks", help="version notes")
     publish.add_argument(
@@ -91,6 +141,7 @@ def _register_kaggle(subparsers) -> None:
         default="output/kaggle/package",
         help="with --package: folder where the wheel is built (default: output/kaggle/package)",
     )
+    publish.set_defaults(handler=_run_kaggle_publish)
 
     wheelhouse = actions.add_parser(
         "wheelhouse", help="wheels of the requirements + landmarks for offline notebooks"
@@ -121,6 +172,7 @@ def _register_kaggle(subparsers) -> None:
         help="requirement to leave out, e.g. tensorflow (repeatable)",
     )
     wheelhouse.add_argument("--no-package", action="store_true", help="leave out landmarks itself")
+    wheelhouse.set_defaults(handler=_run_kaggle_wheelhouse)
 
     submit = actions.add_parser(
         "submit",
@@ -142,50 +194,51 @@ def _register_kaggle(subparsers) -> None:
         help="with --kernel: the file the notebook writes (default submission.csv)",
     )
     submit.add_argument("--message", default="landmarks submission")
-    parser.set_defaults(handler=_run_kaggle, uses_tensorflow=False)
+    submit.set_defaults(handler=_run_kaggle_submit)
 
 
-def _run_kaggle(args) -> int:
-    from landmarks.kaggle import client as kaggle_client
+def _run_kaggle_download(args) -> None:
+    from landmarks.kaggle.client import download_competitions
 
-    if args.kaggle_action == "download":
-        competitions = args.competition or list(kaggle_client.DEFAULT_COMPETITIONS)
-        for competition in competitions:
-            folder = kaggle_client.download_competition(
-                competition,
-                os.path.join(args.out, competition),
-                unzip=not args.no_unzip,
-                force=args.force,
-            )
-            print(f"{competition}: {folder}")
-    elif args.kaggle_action == "publish":
-        options = dict(
-            owner=args.owner,
-            title=args.title,
-            license_name=args.license,
-            public=args.public,
-            message=args.message,
-            dir_mode=args.dir_mode,
-        )
-        if args.package:
-            dataset_id = kaggle_client.publish_package(args.slug, args.staging, **options)
-        else:
-            dataset_id = kaggle_client.publish_dataset(args.folder, args.slug, **options)
-        print(f"published https://www.kaggle.com/datasets/{dataset_id}")
-    elif args.kaggle_action == "wheelhouse":
-        from landmarks.kaggle import wheels
+    folders = download_competitions(
+        args.competitions, args.out, unzip=not args.no_unzip, force=args.force
+    )
+    for competition, folder in folders.items():
+        print(f"{competition}: {folder}")
 
-        out = wheels.build_wheelhouse(
-            args.out,
-            args.requirements,
-            python_version=args.python_version,
-            platforms=tuple(args.platform or wheels.KAGGLE_PLATFORMS),
-            skip=tuple(args.skip),
-            include_package=not args.no_package,
-        )
-        print(f"wheelhouse: {out}")
-    elif args.kernel:  # submit a notebook version
-        kaggle_client.submit(
+
+def _run_kaggle_publish(args) -> None:
+    options = _pick(args, "owner", "title", "license_name", "public", "message", "dir_mode")
+    if args.package:
+        from landmarks.kaggle.wheels import publish_package
+
+        dataset_id = publish_package(args.slug, args.staging, **options)
+    else:
+        from landmarks.kaggle.client import publish_dataset
+
+        dataset_id = publish_dataset(args.folder, args.slug, **options)
+    print(f"published https://www.kaggle.com/datasets/{dataset_id}")
+
+
+def _run_kaggle_wheelhouse(args) -> None:
+    from landmarks.kaggle import wheels
+
+    out = wheels.build_wheelhouse(
+        args.out,
+        args.requirements,
+        python_version=args.python_version,
+        platforms=tuple(args.platform or wheels.KAGGLE_PLATFORMS),
+        skip=tuple(args.skip),
+        include_package=not args.no_package,
+    )
+    print(f"wheelhouse: {out}")
+
+
+def _run_kaggle_submit(args) -> None:
+    from landmarks.kaggle.client import submit
+
+    if args.kernel:  # a notebook version (code competitions)
+        submit(
             args.competition, args.output, args.message, kernel=args.kernel, version=args.version
         )
         version = f"version {args.version}" if args.version else "latest version"
@@ -193,15 +246,12 @@ def _run_kaggle(args) -> int:
             f"submitted notebook {args.kernel} ({version}, output {args.output}) to "
             f"{args.competition}: Kaggle reruns it on the hidden test set, then scores it"
         )
-    else:  # submit a file
-        kaggle_client.submit(args.competition, args.file, args.message)
+    else:
+        submit(args.competition, args.file, args.message)
         print(f"submitted {args.file} to {args.competition}")
-    return 0
 
 
-_REGISTRARS.append(_register_kaggle)
-
-
+@_command
 def _register_demo_data(subparsers) -> None:
     """`demo-data --out DIR`: build the mini-landmarks data set from real photographs."""
     parser = subparsers.add_parser(
@@ -224,18 +274,13 @@ def _register_demo_data(subparsers) -> None:
     parser.set_defaults(handler=_run_demo_data, uses_tensorflow=False)
 
 
-def _run_demo_data(args) -> int:
+def _run_demo_data(args) -> None:
     from landmarks.data.demo import build_demo_data
 
-    build_demo_data(
-        args.out, seed=args.seed, source=args.source, views_per_landmark=args.views_per_landmark
-    )
-    return 0
+    build_demo_data(args.out, **_pick(args, "seed", "source", "views_per_landmark"))
 
 
-_REGISTRARS.append(_register_demo_data)
-
-
+@_command
 def _register_prepare(subparsers) -> None:
     """`prepare`: a GLDv2 folder (or any CSV of images) -> sharded TFRecords + manifest."""
     parser = subparsers.add_parser(
@@ -243,7 +288,7 @@ def _register_prepare(subparsers) -> None:
         help="write sharded TFRecords (+ label_map.csv, manifest.json) from a GLDv2 folder or a CSV",
     )
     source = parser.add_argument_group("source (a GLDv2-layout folder, or any CSV of images)")
-    source.add_argument("--data-dir", help="GLDv2-layout folder (train.csv, train/, test/, index/)")
+    _add_shared(source, "data-dir")
     source.add_argument(
         "--split",
         default=None,
@@ -263,11 +308,13 @@ def _register_prepare(subparsers) -> None:
     parser.add_argument("--out", required=True, help="output folder, local or gs://")
     parser.add_argument(
         "--shards",
+        dest="num_shards",
+        metavar="SHARDS",
         type=int,
         default=None,
         help="shards of the main split (default: one per 2000 images)",
     )
-    parser.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
+    _add_shared(parser, "workers")
     parser.add_argument(
         "--image-size",
         type=int,
@@ -299,51 +346,63 @@ def _register_prepare(subparsers) -> None:
         "--task-index", type=int, default=0, help="which of --num-tasks this run is (0-based)"
     )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument(
+        "--engine",
+        choices=("local", "beam"),
+        default="local",
+        help="local: --workers processes on this machine (default); beam: Apache Beam "
+        "(Dataflow, Flink, Spark, or locally), the same plan and shards",
+    )
+    parser.add_argument(
+        "pipeline_args",
+        nargs="*",
+        metavar="-- BEAM_PIPELINE_OPTIONS",
+        help="with --engine beam: Beam's options after `--`, e.g. -- --runner=DataflowRunner "
+        "--project=P --region=R --temp_location=gs://b/tmp (default: this machine, offline)",
+    )
     parser.set_defaults(handler=_run_prepare)
 
 
-def _run_prepare(args) -> int:
+# The `prepare` options that landmarks.data.tfrecords.prepare and prepare_csv take by name.
+_PREPARE_OPTIONS = (
+    "num_shards",
+    "workers",
+    "image_size",
+    "holdout",
+    "min_images",
+    "seed",
+    "num_tasks",
+    "task_index",
+    "jpeg_quality",
+    "engine",
+)
+
+
+def _run_prepare(args) -> None:
     from landmarks.data import tfrecords
     from landmarks.errors import ConfigError
 
     options = dict(
-        num_shards=args.shards,
-        workers=args.workers,
-        image_size=args.image_size,
-        holdout=args.holdout,
-        min_images=args.min_images,
-        seed=args.seed,
-        num_tasks=args.num_tasks,
-        task_index=args.task_index,
-        jpeg_quality=args.jpeg_quality,
+        _pick(args, *_PREPARE_OPTIONS),
         progress=not args.quiet,
+        pipeline_args=tuple(args.pipeline_args),
     )
     if (args.data_dir is None) == (args.csv is None):
         raise ConfigError("prepare needs exactly one of --data-dir or --csv")
     if args.csv is not None:
         if not args.image_column:
             raise ConfigError("--csv needs --image-column")
-        manifest = tfrecords.prepare_csv(
-            args.csv,
-            args.out,
-            image_column=args.image_column,
-            label_column=args.label_column,
-            id_column=args.id_column,
-            image_root=args.image_root,
-            split=args.split or "train",
-            **options,
-        )
+        csv_options = _pick(args, "image_column", "label_column", "id_column", "image_root")
+        split = args.split or "train"
+        manifest = tfrecords.prepare_csv(args.csv, args.out, split=split, **csv_options, **options)
     else:
         if args.split is None:
             raise ConfigError("--data-dir needs --split train, test or index")
         manifest = tfrecords.prepare(args.data_dir, args.split, args.out, **options)
     print(tfrecords.summary(manifest, args.out))
-    return 0
 
 
-_REGISTRARS.append(_register_prepare)
-
-
+@_command
 def _register_merge_manifests(subparsers) -> None:
     """`merge-manifests --out DIR`: join the task manifests of a build split across machines."""
     parser = subparsers.add_parser(
@@ -356,17 +415,14 @@ def _register_merge_manifests(subparsers) -> None:
     parser.set_defaults(handler=_run_merge_manifests)
 
 
-def _run_merge_manifests(args) -> int:
+def _run_merge_manifests(args) -> None:
     from landmarks.data import tfrecords
 
     manifest = tfrecords.merge_manifests(args.out, args.split)
     print(tfrecords.summary(manifest, args.out))
-    return 0
 
 
-_REGISTRARS.append(_register_merge_manifests)
-
-
+@_command
 def _register_train(subparsers) -> None:
     """`train --config F [--set key=value ...]`: train or resume the run folder of the config."""
     parser = subparsers.add_parser(
@@ -374,49 +430,37 @@ def _register_train(subparsers) -> None:
         help="train EfficientNet-DOLG + sub-center ArcFace on TFRecords (TPU/GPU/CPU); "
         "resumes the run folder's latest checkpoint",
     )
-    _add_config_arguments(
-        parser,
-        "run config (YAML or JSON), e.g. configs/demo.yaml",
-        "--set epochs=3 --set image_size=128",
-    )
+    _add_shared(parser, "config")
+    _add_shared(parser, "set")
     parser.set_defaults(handler=_run_train)
 
 
-def _run_train(args) -> int:
-    from landmarks.config import Config
+def _run_train(args) -> None:
     from landmarks.training.trainer import train
 
-    config = Config.load(args.config, args.overrides)
-    print(f"run folder: {train(config)}")
-    return 0
+    print(f"run folder: {train(_config(args))}")
 
 
-_REGISTRARS.append(_register_train)
-
-
+@_command
 def _register_infer(subparsers) -> None:
     """`infer --config F --task recognition|retrieval --out S.csv`: embeddings, kNN, submission."""
     parser = subparsers.add_parser(
         "infer", help="embed train/test/index with a trained model and write a validated submission"
     )
-    _add_config_arguments(parser, "run config (YAML or JSON)", "--set knn_backend=faiss")
-    parser.add_argument("--task", required=True, choices=("recognition", "retrieval"))
+    _add_shared(parser, "config")
+    _add_shared(parser, "set")
+    _add_shared(parser, "task")
     parser.add_argument("--out", required=True, help="submission CSV to write (atomically)")
     parser.set_defaults(handler=_run_infer)
 
 
-def _run_infer(args) -> int:
-    from landmarks.config import Config
+def _run_infer(args) -> None:
     from landmarks.inference.run import run_inference
 
-    config = Config.load(args.config, args.overrides)
-    run_inference(config, args.task, args.out)
-    return 0
+    run_inference(_config(args), args.task, args.out)
 
 
-_REGISTRARS.append(_register_infer)
-
-
+@_command
 def _register_export(subparsers) -> None:
     """`export --run DIR --out DIR [--train-embeddings]`: what inference needs, for a dataset."""
     parser = subparsers.add_parser(
@@ -438,33 +482,27 @@ def _register_export(subparsers) -> None:
         help="also embed the train records (float16, with the model fingerprint)",
     )
     parser.add_argument(
-        "--records", help="records folder with label_map.csv (default: the run config's)"
+        "--records",
+        dest="records_dir",
+        metavar="RECORDS",
+        help="records folder with label_map.csv (default: the run config's)",
     )
     parser.set_defaults(handler=_run_export)
 
 
-def _run_export(args) -> int:
+def _run_export(args) -> None:
     from landmarks.inference.export import export_run
 
-    export_run(
-        args.run,
-        args.out,
-        model=args.model,
-        train_embeddings=args.train_embeddings,
-        records_dir=args.records,
-    )
-    return 0
+    export_run(args.run, args.out, **_pick(args, "model", "train_embeddings", "records_dir"))
 
 
-_REGISTRARS.append(_register_export)
-
-
+@_command
 def _register_evaluate(subparsers) -> None:
     """`evaluate --task ... --submission S.csv --solution SOL.csv [--usage U] [--json]`."""
     parser = subparsers.add_parser(
         "evaluate", help="score a submission: GAP (recognition) or mAP@100 (retrieval)"
     )
-    parser.add_argument("--task", required=True, choices=("recognition", "retrieval"))
+    _add_shared(parser, "task")
     parser.add_argument("--submission", required=True, help="id,landmarks or id,images CSV")
     parser.add_argument("--solution", required=True, help="id,landmarks,Usage or id,images,Usage")
     parser.add_argument(
@@ -479,7 +517,7 @@ def _register_evaluate(subparsers) -> None:
     parser.set_defaults(handler=_run_evaluate, uses_tensorflow=False)
 
 
-def _run_evaluate(args) -> int:
+def _run_evaluate(args) -> None:
     import json
 
     from landmarks.evaluation import coverage_notes, evaluate_files
@@ -491,12 +529,9 @@ def _run_evaluate(args) -> int:
         print(f"note: {note}")
     if args.json:
         print(json.dumps(scores))
-    return 0
 
 
-_REGISTRARS.append(_register_evaluate)
-
-
+@_command
 def _register_demo(subparsers) -> None:
     """`demo`: the whole flow on mini-landmarks, on CPU (what `make demo` runs)."""
     parser = subparsers.add_parser(
@@ -504,29 +539,33 @@ def _register_demo(subparsers) -> None:
         help="mini-landmarks -> TFRecords -> train -> kNN -> submission, GAP and mAP@100",
     )
     parser.add_argument("--out", default="output/demo", help="output folder (default output/demo)")
-    parser.add_argument(
-        "--data-dir", default="input/mini-landmarks", help="mini-landmarks (built when missing)"
+    _add_shared(
+        parser,
+        "data-dir",
+        default="input/mini-landmarks",
+        help="mini-landmarks (built when missing; default input/mini-landmarks)",
     )
-    parser.add_argument("--config", default="configs/demo.yaml", help="training preset")
-    _add_override_argument(parser, "--set epochs=2")
-    parser.add_argument("--workers", type=int, default=2, help="TFRecord writer processes")
+    _add_shared(
+        parser,
+        "config",
+        required=False,
+        default="configs/demo.yaml",
+        help="training preset (default configs/demo.yaml)",
+    )
+    _add_shared(parser, "set")
+    _add_shared(parser, "workers", default=2, help="TFRecord writer processes (default 2)")
     parser.set_defaults(handler=_run_demo)
 
 
-def _run_demo(args) -> int:
+def _run_demo(args) -> None:
     from landmarks.demo_flow import run_demo
 
     run_demo(
         args.out,
         data_dir=args.data_dir,
         config_path=args.config,
-        overrides=args.overrides,
-        workers=args.workers,
+        **_pick(args, "overrides", "workers"),
     )
-    return 0
-
-
-_REGISTRARS.append(_register_demo)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -2,7 +2,10 @@
 
 Presets in configs/*.yaml name only the keys they change; everything else comes from the
 defaults below. `--set key=value` overrides are parsed as YAML scalars/lists
-(`--set image_size=512`, `--set tta_scales=[0.7071,1,1.4142]`).
+(`--set image_size=512`, `--set tta_scales=[0.7071,1,1.4142]`). A float key takes anything
+Python's float() reads (`1e-3`, which YAML 1.1 reads as text), and only finite values; a file or
+override that expands to more than MAX_VALUES values (nested YAML aliases) is refused before it
+is used.
 """
 
 from __future__ import annotations
@@ -10,11 +13,15 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import json
+import math
 import os
 import typing
 from dataclasses import dataclass, field
 
 from landmarks.errors import ConfigError
+
+MAX_VALUES = 100_000  # values (mappings, lists and scalars, aliases expanded) in one config
+MAX_IMAGE_SIZE = 4096  # px: the largest image_size (of the run, of an ensemble member, x TTA)
 
 
 @dataclass
@@ -156,6 +163,7 @@ class Config:
             raise ConfigError(
                 f"{path}: expected a mapping of key: value, got {type(values).__name__}"
             )
+        check_expanded_size(values, path)
         config = cls.from_dict(values, source=path)
         config.apply_overrides(overrides)
         return config
@@ -172,6 +180,7 @@ class Config:
                 value = yaml.safe_load(raw) if raw != "" else ""
             except yaml.YAMLError as error:
                 raise ConfigError(f"--set {item!r}: value is not valid YAML: {error}") from error
+            check_expanded_size(value, f"--set {key.strip()}")
             self.update({key.strip(): value}, source="--set")
 
     def update(self, values: dict, source: str = "dict") -> None:
@@ -208,6 +217,34 @@ class Config:
         return os.path.join(self.output_dir, self.run_name)
 
 
+def check_expanded_size(value, source: str, limit: int = MAX_VALUES) -> None:
+    """ConfigError naming `source` when `value` (parsed YAML) holds more than `limit` values
+    once its aliases are expanded (a "billion laughs" file of a few hundred bytes, or an alias
+    that contains itself), which copying the config would otherwise expand in memory. Stops
+    counting at the limit, so the check costs at most `limit` steps."""
+    pending, seen = [value], 0
+    while pending:
+        item = pending.pop()
+        seen += 1
+        if seen > limit:
+            raise ConfigError(
+                f"{source}: expands to more than {limit} values (nested YAML aliases?); "
+                "write the values out instead"
+            )
+        if isinstance(item, dict):
+            pending.extend(item.values())
+        elif isinstance(item, (list, tuple)):
+            pending.extend(item)
+
+
+def check_image_size(size, where: str) -> None:
+    """ConfigError naming `where` unless `size` (px) is an integer from 32 to MAX_IMAGE_SIZE."""
+    if isinstance(size, bool) or not isinstance(size, int) or not 32 <= size <= MAX_IMAGE_SIZE:
+        raise ConfigError(
+            f"{where}: image_size must be an integer from 32 to {MAX_IMAGE_SIZE} px, got {size!r}"
+        )
+
+
 def _coerce(value, hint, where: str):
     """Check `value` against the type `hint` of a field; ints are accepted for floats."""
     origin = typing.get_origin(hint)
@@ -230,9 +267,12 @@ def _coerce(value, hint, where: str):
             raise ConfigError(f"{where}: expected an integer, got {value!r}")
         return value
     if hint is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
+        number = _float(value)
+        if number is None:
             raise ConfigError(f"{where}: expected a number, got {value!r}")
-        return float(value)
+        if not math.isfinite(number):
+            raise ConfigError(f"{where}: expected a finite number, got {value!r}")
+        return number
     if hint is str:
         if not isinstance(value, str):
             raise ConfigError(f"{where}: expected a string, got {value!r}")
@@ -242,3 +282,15 @@ def _coerce(value, hint, where: str):
             raise ConfigError(f"{where}: expected a mapping of key: value, got {value!r}")
         return dict(value)
     return value
+
+
+def _float(value) -> float | None:
+    """`value` as a float: a number, or text Python's float() reads ("1e-3"); None otherwise."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        return None
+    try:
+        return float(value)
+    except OverflowError:  # an integer beyond the float range
+        return math.inf
+    except ValueError:
+        return None

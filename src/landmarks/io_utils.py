@@ -7,11 +7,18 @@ process never leaves a half-written file under the final name.
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
+import sys
 import uuid
 import zipfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+
+# errno values of a write the disk or the mount refused (not of a bad path or a missing file)
+WRITE_REFUSED = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES, errno.EPERM}
 
 
 def _is_remote(path: str) -> bool:
@@ -84,6 +91,35 @@ def write_bytes_atomic(path: str, data: bytes) -> None:
 
 def write_text_atomic(path: str, text: str) -> None:
     write_bytes_atomic(path, text.encode("utf-8"))
+
+
+@contextmanager
+def write_refusals_reported(target: str, advice: str = "") -> Iterator[None]:
+    """Inside the block, a write that the file system refuses (full disk, quota, read-only
+    mount, no permission: WRITE_REFUSED, or TensorFlow's ResourceExhausted / PermissionDenied
+    for its own file writes) becomes one DataError: "`target`: cannot write (reason)" and
+    `advice`. Callers write to temporary names, so nothing is left half-written under a final
+    name; other errors pass through unchanged."""
+    from landmarks.errors import DataError
+
+    try:
+        yield
+    except Exception as error:
+        reason = _refusal(error)
+        if reason is None:
+            raise
+        raise DataError(f"{target}: cannot write ({reason}){advice}") from error
+
+
+def _refusal(error: Exception) -> str | None:
+    """Why the file system refused a write (its strerror), or None when `error` is not that."""
+    if isinstance(error, OSError) and error.errno in WRITE_REFUSED:
+        return error.strerror or os.strerror(error.errno)
+    tf = sys.modules.get("tensorflow")  # only TensorFlow's own writes raise its errors
+    refused = (tf.errors.ResourceExhaustedError, tf.errors.PermissionDeniedError) if tf else ()
+    if isinstance(error, refused):
+        return error.message.rsplit("; ", 1)[-1] or type(error).__name__
+    return None
 
 
 def check_writable_folder(path: str, what: str) -> None:

@@ -40,19 +40,31 @@ def _read_text(path: str) -> str:
 
 
 def _parse_csv(text: str, columns: Sequence[str], source: str) -> dict[str, list[str]]:
-    reader = csv.reader(io.StringIO(text))
+    """Rows of a CSV text whose header must be `columns`. Lines may end in \\n, \\r\\n or \\r
+    (old Mac exports); a malformed line (a field over csv's 131,072 characters, a stray quote)
+    is a DataError naming `source` and the line."""
+    reader = csv.reader(io.StringIO(text, newline=""))
+    try:
+        return _read_rows(reader, columns, source)
+    except csv.Error as error:
+        raise DataError(
+            f"{source}: line {reader.line_num}: not a readable CSV row ({error})"
+        ) from error
+
+
+def _read_rows(reader, columns: Sequence[str], source: str) -> dict[str, list[str]]:
     header = next(reader, None)
     if header is None:
         raise DataError(f"{source}: empty file, expected the header {','.join(columns)}")
     if [name.strip() for name in header] != list(columns):
         raise DataError(f"{source}: header must be {','.join(columns)}, got {','.join(header)}")
     table: dict[str, list[str]] = {name: [] for name in columns}
-    for number, row in enumerate(reader):
+    for row in reader:
         if not row:
             continue
         if len(row) != len(columns):
             raise DataError(
-                f"{source}: line {number + 2}: expected {len(columns)} fields, got {len(row)}"
+                f"{source}: line {reader.line_num}: expected {len(columns)} fields, got {len(row)}"
             )
         for name, value in zip(columns, row, strict=True):
             table[name].append(value.strip())

@@ -432,13 +432,16 @@ def load_fallback() -> PhotoSet:
     }
     cc_by = "CC-BY-2.0 (sklearn/datasets/images/README.txt)"
     middlebury = "Middlebury 2014 stereo data set (see skimage.data.stereo_motorcycle)"
-    motorcycle = photo(
-        "skimage/motorcycle_left",
-        "Motorcycle",
-        left,
-        "skimage.data.stereo_motorcycle[0]",
-        middlebury,
-    )
+
+    def sklearn(name: str, title: str) -> Photo:
+        origin = f"sklearn.datasets:{name}.jpg"
+        return photo(f"sklearn/{name}", title, sklearn_images[name], origin, cc_by)
+
+    def stereo_view(side: str, index: int, array) -> Photo:
+        origin = f"skimage.data.stereo_motorcycle[{index}]"
+        return photo(f"skimage/motorcycle_{side}", "Motorcycle", array, origin, middlebury)
+
+    motorcycle = stereo_view("left", 0, left)
     landmarks = [
         sk("astronaut", "Astronaut", "public domain (NASA)"),
         sk("coffee", "Coffee cup", "CC0 (Rachel Michetti)"),
@@ -448,39 +451,20 @@ def load_fallback() -> PhotoSet:
         sk("immunohistochemistry", "Immunohistochemistry", "no known copyright restrictions"),
         sk("retina", "Retina", "CC0 / public domain"),
         motorcycle,
-        photo(
-            "sklearn/china",
-            "Temple in China",
-            sklearn_images["china"],
-            "sklearn.datasets:china.jpg",
-            cc_by,
-        ),
-        photo(
-            "sklearn/flower",
-            "Flower",
-            sklearn_images["flower"],
-            "sklearn.datasets:flower.jpg",
-            cc_by,
-        ),
+        sklearn("china", "Temple in China"),
+        sklearn("flower", "Flower"),
     ]
-    second = {
-        motorcycle.key: [
-            photo(
-                "skimage/motorcycle_right",
-                "Motorcycle",
-                right,
-                "skimage.data.stereo_motorcycle[1]",
-                middlebury,
-            )
-        ]
-    }
+    second = {motorcycle.key: [stereo_view("right", 1, right)]}
     distractors = [
-        sk("camera", "camera", "CC0 (Lav Varshney)"),
-        sk("coins", "coins", "no known copyright restrictions"),
-        sk("brick", "brick", "CC0 (CC0Textures)"),
-        sk("grass", "grass", "CC0 (CC0Textures)"),
-        sk("gravel", "gravel", "CC0 (CC0Textures)"),
-        sk("text", "text", "public domain"),
+        sk(name, name, licence)
+        for name, licence in (
+            ("camera", "CC0 (Lav Varshney)"),
+            ("coins", "no known copyright restrictions"),
+            ("brick", "CC0 (CC0Textures)"),
+            ("grass", "CC0 (CC0Textures)"),
+            ("gravel", "CC0 (CC0Textures)"),
+            ("text", "public domain"),
+        )
     ]
     return PhotoSet(
         source="fallback",

@@ -45,26 +45,15 @@ def read_jpeg_header(data: bytes) -> JpegHeader | None:
     """The frame and EXIF orientation of JPEG bytes, or None when unsure (see module doc)."""
     if not data.startswith(b"\xff\xd8"):
         return None
-    position, frame, orientation, exif_blocks = 2, None, 0, 0
-    while position + 4 <= len(data):
-        if data[position] != 0xFF:
-            return None
-        marker = data[position + 1]
-        if marker == 0xFF:  # fill byte before a marker
-            position += 1
-            continue
-        if marker in STANDALONE:
-            position += 2
-            continue
+    frame, orientation, exif_blocks = None, 0, 0
+    for position, marker in _header_segments(data):
         if marker == SOS:
             break
         if marker == EOI:
             return None
-        length = int.from_bytes(data[position + 2 : position + 4], "big")
-        end = position + 2 + length
-        if length < 2 or end > len(data):
+        segment = _segment_body(data, position)
+        if segment is None:
             return None
-        segment = data[position + 4 : end]
         if marker in SOF_MARKERS:
             if frame is not None or len(segment) < 6:
                 return None
@@ -79,9 +68,8 @@ def read_jpeg_header(data: bytes) -> JpegHeader | None:
             if tag is None or exif_blocks > 1:
                 return None
             orientation = tag
-        position = end
     else:
-        return None  # no scan: nothing to decode
+        return None  # no scan (or not a marker where one belongs): nothing to decode
     if frame is None or frame[0] == 0 or frame[1] == 0:
         return None
     return JpegHeader(frame[0], frame[1], frame[2], orientation)
@@ -176,33 +164,41 @@ def scan_data_problem(data: bytes) -> str | None:
 def _first_scan(data: bytes) -> tuple[int | None, int]:
     """Byte offset of the first SOS marker (None when there is none) and the restart interval
     a DRI segment before it sets (0 = none), walking the segments before the scan."""
-    position, interval = 2, 0
-    while position + 4 <= len(data) and data[position] == 0xFF:
-        marker = data[position + 1]
-        if marker == 0xFF:
-            position += 1
-            continue
-        if marker in STANDALONE:
-            position += 2
-            continue
+    interval = 0
+    for position, marker in _header_segments(data):
         if marker == SOS:
             return position, interval
         if marker == DRI:
             interval = int.from_bytes(data[position + 4 : position + 6], "big")
-        position += 2 + int.from_bytes(data[position + 2 : position + 4], "big")
     return None, interval
+
+
+def _header_segments(data: bytes):
+    """Walk the marker segments of JPEG bytes before the scan: yield (offset, marker) of each
+    marker that has a length field, the first SOS last; fill bytes and standalone markers are
+    skipped. Ends early at a byte that is not a marker or with fewer than 4 bytes left; the
+    caller checks the segment lengths and may stop at any time."""
+    position = 2
+    while position + 4 <= len(data) and data[position] == 0xFF:
+        marker = data[position + 1]
+        if marker == 0xFF:  # fill byte before a marker
+            position += 1
+        elif marker in STANDALONE:
+            position += 2
+        else:
+            yield position, marker
+            if marker == SOS:
+                return
+            position += 2 + int.from_bytes(data[position + 2 : position + 4], "big")
 
 
 def _segment_end(data: bytes, at: int, marker: int) -> int | None:
     """End offset of the marker segment at `at` when its length field and (for the segments
     whose layout is fixed) its content are consistent; None when malformed."""
-    if at + 4 > len(data):
+    body = _segment_body(data, at)
+    if body is None:
         return None
-    length = int.from_bytes(data[at + 2 : at + 4], "big")
-    end = at + 2 + length
-    if length < 2 or end > len(data):
-        return None
-    body = data[at + 4 : end]
+    length = 2 + len(body)  # the length field counts itself
     if marker == SOS:
         ok = len(body) >= 1 and 1 <= body[0] <= 4 and length == 6 + 2 * body[0]
     elif marker == DHT:
@@ -215,7 +211,18 @@ def _segment_end(data: bytes, at: int, marker: int) -> int | None:
         ok = len(body) % 2 == 0
     else:  # COM, APPn: free content
         ok = True
-    return end if ok else None
+    return at + 2 + length if ok else None
+
+
+def _segment_body(data: bytes, at: int) -> bytes | None:
+    """The content of the marker segment at `at` (what follows its 2-byte length field); None
+    when the length field is cut off, below 2 or runs past the data."""
+    if at + 4 > len(data):
+        return None
+    length = int.from_bytes(data[at + 2 : at + 4], "big")
+    if length < 2 or at + 2 + length > len(data):
+        return None
+    return data[at + 4 : at + 2 + length]
 
 
 def _tables_fit(body: bytes, table_size) -> bool:

@@ -28,6 +28,7 @@ def join_record_parts(parts, out_dir: str) -> str:
             "join_record_parts: parts and the joined folder must be local (links); for gs:// "
             "let every task write to the same bucket folder instead"
         )
+    _check_out_is_not_a_part(parts, out_dir)
     os.makedirs(os.path.join(out_dir, BUILD_DIR), exist_ok=True)
     for part in parts:
         if not os.path.isdir(os.path.join(part, BUILD_DIR)):
@@ -47,3 +48,16 @@ def join_record_parts(parts, out_dir: str) -> str:
 
     merge_manifests(out_dir)
     return out_dir
+
+
+def _check_out_is_not_a_part(parts, out_dir: str) -> None:
+    """ConfigError, before anything is written, when `out_dir` is (or, through links, resolves
+    to) one of the parts: linking a part's shards into itself would replace each shard with a
+    link to its own name, and the records would be gone."""
+    target = os.path.realpath(out_dir)
+    for part in parts:
+        if os.path.realpath(part) == target:
+            raise ConfigError(
+                f"join_record_parts: the joined folder {out_dir} is the part {part}; "
+                "give a new folder (the parts are only read)"
+            )

@@ -22,11 +22,11 @@ from dataclasses import dataclass
 
 from landmarks.console import import_tensorflow
 from landmarks.data.images import ImageSkipped, encode_image
-from landmarks.io_utils import write_text_atomic
+from landmarks.io_utils import write_refusals_reported, write_text_atomic
 
 tf = import_tensorflow()  # first import in a writer's forkserver: quiet unless verbose
 
-BUILD_DIR = "_build"  # receipts and per-task manifests, beside the shards
+BUILD_DIR = "_build"  # receipts, per-task manifests (and Beam jobs files), beside the shards
 INCOMPLETE_SUFFIX = ".incomplete"
 # Testing hook: seconds to wait before closing each shard, so that tests can kill a build
 # while a shard is half-written. Unset in normal use.
@@ -103,8 +103,17 @@ def write_shard(job: ShardJob) -> dict:
     """Write `job`'s shard and its receipt; return the receipt.
 
     Receipt: {file, split, fingerprint, count, bytes, copied, reencoded, changes: {change: n},
-    skipped: [{id, path, landmark_id, reason}]}.
+    skipped: [{id, path, landmark_id, reason}]}. A full disk or a read-only folder is a
+    DataError naming the shard; its `.incomplete` file is removed.
     """
+    with write_refusals_reported(
+        join(job.out_dir, job.file),
+        "; the shards already complete are kept: make room and rerun the same command",
+    ):
+        return _write_shard(job)
+
+
+def _write_shard(job: ShardJob) -> dict:
     final = join(job.out_dir, job.file)
     temp = final + INCOMPLETE_SUFFIX
     skipped, changes = [], Counter()

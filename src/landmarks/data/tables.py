@@ -64,7 +64,8 @@ def integer_labels(values: pd.Series, column: str, source: str) -> np.ndarray:
             f"{source}: column {column!r} must hold integer labels >= 0; {kind}: "
             f"{summarize(rows)} (map text or negative labels to integers >= 0 first)"
         )
-    too_large = text.map(lambda value: int(value) > INT64_MAX)
+    too_large = text.str.len() >= len(str(INT64_MAX))  # shorter values fit: no int() for them
+    too_large[too_large] = text[too_large].map(lambda value: int(value) > INT64_MAX)
     if too_large.any():
         rows = [f"row {i + 2} ({text.iloc[i]!r})" for i in np.flatnonzero(too_large.to_numpy())]
         raise DataError(
@@ -73,15 +74,16 @@ def integer_labels(values: pd.Series, column: str, source: str) -> np.ndarray:
     return text.astype(np.int64).to_numpy()
 
 
-def check_unique_ids(ids: pd.Series, source: str) -> None:
-    """DataError naming the repeated ids and their rows (1-based, header = row 1)."""
+def check_unique_ids(ids: pd.Series, source: str, *, what: str = "ids") -> None:
+    """DataError naming the repeated ids (or `what` the column holds) and their rows (1-based,
+    header = row 1)."""
     repeated = ids[ids.duplicated(keep=False)]
     if len(repeated):
         groups = repeated.groupby(repeated, sort=False).groups
         named = [
             f"{key!r} at rows {', '.join(str(i + 2) for i in rows)}" for key, rows in groups.items()
         ]
-        raise DataError(f"{source}: duplicate ids: {summarize(named)}")
+        raise DataError(f"{source}: duplicate {what}: {summarize(named)}")
 
 
 def check_ids(ids: pd.Series, source: str, *, pattern: str = r"[^/\\\x00-\x1f]+") -> None:

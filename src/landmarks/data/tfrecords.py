@@ -19,11 +19,15 @@ Output folder (local or gs://):
     manifest.json                   shards with their counts, totals, skipped images with their
                                     reasons, the options used, the label map path
     _build/                         one receipt per finished shard and one manifest per task
+                                    (and a Beam build's jobs file per task)
 
 One build can be split across machines: every task computes the same plan (same table, same
 seed) and writes the shards whose global number u satisfies u % num_tasks == task_index, plus
 its own task manifest; the last task to finish (or `merge_manifests`) joins them into
 manifest.json after checking that every shard is there.
+
+`engine="beam"` writes the same plan's shards on Apache Beam (landmarks.data.beam_build:
+Dataflow, Flink, Spark or locally) instead of the local process pool.
 """
 
 from __future__ import annotations
@@ -40,7 +44,12 @@ import pandas as pd
 
 from landmarks.data import gldv2, tables
 from landmarks.errors import ConfigError, DataError
-from landmarks.io_utils import check_writable_folder, read_text, write_text_atomic
+from landmarks.io_utils import (
+    check_writable_folder,
+    read_text,
+    write_refusals_reported,
+    write_text_atomic,
+)
 
 MANIFEST = "manifest.json"
 LABEL_MAP = "label_map.csv"
@@ -48,6 +57,7 @@ HOLDOUT_SPLIT = "holdout"
 EXAMPLES_PER_SHARD = 2000  # default shard size when num_shards is not given
 WATCH_S = 0.5  # how often a worker checks that the main process is still there
 FORMAT_VERSION = 1
+ENGINES = ("local", "beam")
 _SPLIT_NAME = re.compile(r"[A-Za-z0-9_]+")
 
 
@@ -58,43 +68,15 @@ def shard_name(split: str, index: int, num_shards: int) -> str:
 # --- public entry points ----------------------------------------------------------------------
 
 
-def prepare(
-    data_dir: str,
-    split: str,
-    out_dir: str,
-    *,
-    num_shards: int | None = None,
-    workers: int = 1,
-    image_size: int | None = None,
-    holdout: float = 0.0,
-    min_images: int = 1,
-    seed: int = 0,
-    num_tasks: int = 1,
-    task_index: int = 0,
-    jpeg_quality: int = 95,
-    progress: bool = True,
-) -> dict:
+def prepare(data_dir: str, split: str, out_dir: str, **options) -> dict:
     """Records of one split of a GLDv2-layout folder ("train" is labelled, "test"/"index" not).
 
-    See `write_records` for the options and the returned manifest.
+    `options` (num_shards, workers, image_size, holdout, ...) and the returned manifest are
+    those of `write_records`.
     """
     table = gldv2.list_split_images(data_dir, split)
     return write_records(
-        table,
-        out_dir,
-        split=split,
-        labelled=split == "train",
-        source=data_dir,
-        num_shards=num_shards,
-        workers=workers,
-        image_size=image_size,
-        holdout=holdout,
-        min_images=min_images,
-        seed=seed,
-        num_tasks=num_tasks,
-        task_index=task_index,
-        jpeg_quality=jpeg_quality,
-        progress=progress,
+        table, out_dir, split=split, labelled=split == "train", source=data_dir, **options
     )
 
 
@@ -168,6 +150,8 @@ def write_records(
     task_index: int = 0,
     jpeg_quality: int = 95,
     progress: bool = True,
+    engine: str = "local",
+    pipeline_args: tuple[str, ...] = (),
 ) -> dict:
     """Write the records of `table` (DataFrame with columns id, path, landmark_id).
 
@@ -189,7 +173,11 @@ def write_records(
         seed: seeds the holdout choice and the order of examples across shards.
         num_tasks, task_index: write only this task's share of the shards.
         jpeg_quality: quality of re-encoded JPEGs.
-        progress: show a tqdm bar.
+        progress: show a tqdm bar (local engine).
+        engine: "local" (this machine, `workers` processes) or "beam" (Apache Beam, the same
+            plan and shards: landmarks.data.beam_build).
+        pipeline_args: Beam's pipeline options, e.g. ["--runner=DataflowRunner", ...]
+            (engine "beam" only).
     Returns:
         The merged manifest (see module docstring) when every task has finished, otherwise
         this task's manifest (with "complete": false).
@@ -204,21 +192,25 @@ def write_records(
         "num_tasks": int(num_tasks),
     }
     _check_options(split, labelled, workers, task_index, options)
+    if engine not in ENGINES:
+        raise ConfigError(f"engine must be one of {', '.join(ENGINES)}, got {engine!r}")
+    if pipeline_args and engine != "beam":
+        raise ConfigError(
+            f"pipeline options after `--` ({' '.join(pipeline_args)}) need --engine beam"
+        )
     check_writable_folder(out_dir, "records folder (--out)")
     table = table.sort_values("id", kind="stable").reset_index(drop=True)
     plan = _plan(table, split, labelled, options)
     jobs = _task_jobs(plan, out_dir, task_index, num_tasks)
-    receipts = _run_jobs(jobs, out_dir, workers, progress)
-    task_manifest = _task_manifest(plan, receipts, source, task_index, num_tasks, workers)
-    from landmarks.data.shard_writer import BUILD_DIR, join
+    if engine == "beam":
+        from landmarks.data import beam_build  # ConfigError when apache-beam is missing
 
-    write_text_atomic(
-        join(join(out_dir, BUILD_DIR), _task_file(split, task_index, num_tasks)),
-        json.dumps(task_manifest, indent=1) + "\n",
-    )
-    if _missing_tasks(out_dir, split, num_tasks):
-        return task_manifest
-    return merge_manifests(out_dir, split)
+        head = task_head(plan, source, task_index, num_tasks, {"engine": "beam"})
+        beam_build.run(jobs, out_dir, head, pipeline_args, commit_task)
+        return build_result(out_dir, split, task_index, num_tasks)
+    receipts = _run_jobs(jobs, out_dir, workers, progress)
+    head = task_head(plan, source, task_index, num_tasks, {"workers": workers})
+    return commit_task(out_dir, head, receipts)
 
 
 # --- planning -----------------------------------------------------------------------------------
@@ -429,9 +421,9 @@ def _task_file(split: str, task_index: int, num_tasks: int) -> str:
     return f"{split}.task-{task_index:05d}-of-{num_tasks:05d}.json"
 
 
-def _task_manifest(
-    plan: dict, receipts: list[dict], source: str, task_index: int, num_tasks: int, workers: int
-) -> dict:
+def task_head(plan: dict, source: str, task_index: int, num_tasks: int, run: dict) -> dict:
+    """The task manifest of `plan` without its shards; `run` adds how it ran to the options
+    ({"workers": n} locally, {"engine": "beam", "runner": name} on Beam)."""
     label_map = plan["label_map"]
     return {
         "format": FORMAT_VERSION,
@@ -441,15 +433,46 @@ def _task_manifest(
         "task_index": task_index,
         "num_tasks": num_tasks,
         "plan": plan["fingerprint"],
-        "options": dict(plan["options"], workers=workers),
+        "options": dict(plan["options"], **run),
         "images_in_table": plan["images_in_table"],
         "dropped_by_min_images": plan["dropped_by_min_images"],
         "splits": plan["splits"],
         "label_map": None
         if label_map is None
         else {c: label_map[c].astype(int).tolist() for c in ("landmark_id", "label", "count")},
-        "shards": [{k: v for k, v in r.items() if k != "fingerprint"} for r in receipts],
     }
+
+
+def commit_task(out_dir: str, head: dict, receipts: list[dict]) -> dict:
+    """Write the task manifest (`head` plus the shards' `receipts`, in plan order) to
+    `_build/`; then, when every task of the build is there, merge them into manifest.json.
+    Returns the merged manifest, or this task's manifest while other tasks are missing."""
+    from landmarks.data.shard_writer import BUILD_DIR, join
+
+    split, task_index, num_tasks = head["split"], head["task_index"], head["num_tasks"]
+    task_manifest = dict(
+        head, shards=[{k: v for k, v in r.items() if k != "fingerprint"} for r in receipts]
+    )
+    with write_refusals_reported(out_dir, "; the shards are complete: make room and rerun"):
+        write_text_atomic(
+            join(join(out_dir, BUILD_DIR), _task_file(split, task_index, num_tasks)),
+            json.dumps(task_manifest, indent=1) + "\n",
+        )
+        if _missing_tasks(out_dir, split, num_tasks):
+            return task_manifest
+        return merge_manifests(out_dir, split)
+
+
+def build_result(out_dir: str, split: str, task_index: int, num_tasks: int) -> dict:
+    """What `commit_task` returned, read back: manifest.json when every task of the build is
+    done, else this task's manifest."""
+    from landmarks.data.shard_writer import BUILD_DIR, join
+
+    if _missing_tasks(out_dir, split, num_tasks):
+        return json.loads(
+            read_text(join(join(out_dir, BUILD_DIR), _task_file(split, task_index, num_tasks)))
+        )
+    return read_manifest(out_dir)
 
 
 def _missing_tasks(out_dir: str, split: str, num_tasks: int) -> list[int]:
@@ -497,7 +520,9 @@ def merge_manifests(out_dir: str, split: str | None = None) -> dict:
                 f"{', '.join(map(str, missing))}; run prepare with --task-index for each"
             )
         tasks = [
-            json.loads(read_text(join(folder, _task_file(build_split, i, num_tasks))))
+            _read_json_object(
+                join(folder, _task_file(build_split, i, num_tasks)), "rerun that task of prepare"
+            )
             for i in range(num_tasks)
         ]
         _merge_build(manifest, tasks, out_dir)
@@ -506,10 +531,12 @@ def merge_manifests(out_dir: str, split: str | None = None) -> dict:
 
 
 def _read_manifest(out_dir: str) -> dict:
+    """The manifest a merge adds to: the folder's manifest.json, or a new one."""
     from landmarks.data.shard_writer import join
 
+    path = join(out_dir, MANIFEST)
     try:
-        manifest = json.loads(read_text(join(out_dir, MANIFEST)))
+        manifest = _read_json_object(path, _REBUILD_MANIFEST.format(out_dir=out_dir))
     except FileNotFoundError:
         manifest = {}
     manifest.setdefault("format", FORMAT_VERSION)
@@ -638,16 +665,58 @@ def summary(manifest: dict, out_dir: str) -> str:
 # --- reading ------------------------------------------------------------------------------------
 
 
+_REBUILD_MANIFEST = (
+    "remove it and run `python -m landmarks merge-manifests --out {out_dir}` to write it again "
+    "from the build's task manifests"
+)
+
+
 def read_manifest(records_dir: str) -> dict:
-    """manifest.json of a records folder; DataError when there is none."""
+    """manifest.json of a records folder, checked as far as readers use it (a JSON object whose
+    "splits" map each split to its "examples" and "shards", each a {"file", "count"}); DataError
+    naming the file when there is none, it is cut off or it is not such a manifest."""
     from landmarks.data.shard_writer import join
 
+    path = join(records_dir, MANIFEST)
+    advice = _REBUILD_MANIFEST.format(out_dir=records_dir)
     try:
-        return json.loads(read_text(join(records_dir, MANIFEST)))
+        manifest = _read_json_object(path, advice)
     except FileNotFoundError as error:
         raise DataError(
             f"{records_dir}: no {MANIFEST}; run `python -m landmarks prepare` first"
         ) from error
+    splits = manifest.get("splits")
+    valid = isinstance(splits, dict) and all(
+        isinstance(split, dict)
+        and isinstance(split.get("examples"), int)
+        and isinstance(split.get("shards"), list)
+        and all(
+            isinstance(shard, dict)
+            and isinstance(shard.get("file"), str)
+            and isinstance(shard.get("count"), int)
+            for shard in split["shards"]
+        )
+        for split in splits.values()
+    )
+    if not valid:
+        raise DataError(f'{path}: not a records manifest (no valid "splits"); {advice}')
+    return manifest
+
+
+def _read_json_object(path: str, advice: str) -> dict:
+    """A JSON object file of the build; FileNotFoundError when absent, DataError naming it and
+    `advice` when it is cut off, not JSON, or not an object."""
+    text = read_text(path)
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise DataError(
+            f"{path}: not valid JSON, cut off or damaged ({error.msg} at line {error.lineno}); "
+            f"{advice}"
+        ) from error
+    if not isinstance(value, dict):
+        raise DataError(f"{path}: expected a JSON object, got {json.dumps(value)[:40]}; {advice}")
+    return value
 
 
 def list_shards(records_dir: str, split: str) -> list[str]:
@@ -689,15 +758,28 @@ def list_shards(records_dir: str, split: str) -> list[str]:
 
 
 def read_label_map(records_dir: str) -> pd.DataFrame:
-    """label_map.csv beside the records: DataFrame(landmark_id, label, count), int64."""
+    """label_map.csv beside the records: DataFrame(landmark_id, label, count), int64, one row
+    per class. The one reader of the file: DataError naming it and the rows at fault unless
+    every value is an integer >= 0, the labels are 0..C-1 each once and the landmark ids are
+    unique (a label listed twice would send its votes to whichever landmark came last)."""
     from landmarks.data.shard_writer import join
 
     path = join(records_dir, LABEL_MAP)
     frame = tables.read_csv(path)
     tables.require_columns(frame, ["landmark_id", "label", "count"], path)
-    return pd.DataFrame(
+    table = pd.DataFrame(
         {c: tables.integer_labels(frame[c], c, path) for c in ("landmark_id", "label", "count")}
     )
+    for column in ("landmark_id", "label"):
+        tables.check_unique_ids(table[column], path, what=f"{column}s")
+    outside = np.flatnonzero(table["label"].to_numpy() >= len(table))
+    if len(outside):
+        rows = [f"row {i + 2} ({table['label'].iloc[i]})" for i in outside]
+        raise DataError(
+            f"{path}: labels must be 0..{len(table) - 1} (one per row); "
+            f"not: {tables.summarize(rows)}"
+        )
+    return table
 
 
 def parse_example(serialized):

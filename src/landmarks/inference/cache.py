@@ -37,8 +37,9 @@ def fingerprint(model_sha256: str, config, images_identity: str) -> dict:
     }
 
 
-def load_cached(npz_path: str, expected: dict) -> Embeddings | None:
-    """The embeddings at npz_path when their fingerprint equals `expected`, else None."""
+def load_cached(npz_path: str, expected: dict, log=print) -> Embeddings | None:
+    """The embeddings at npz_path when their fingerprint equals `expected`, else None (logged
+    in one line when the .npz is damaged, e.g. cut off by a full disk: it is embedded again)."""
     import tensorflow as tf
 
     json_path = _fingerprint_path(npz_path)
@@ -53,7 +54,8 @@ def load_cached(npz_path: str, expected: dict) -> Embeddings | None:
         return None
     try:
         return load_embeddings(npz_path)
-    except DataError:
+    except DataError as error:
+        log(f"{error}; embedding again")
         return None
 
 

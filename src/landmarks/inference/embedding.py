@@ -7,12 +7,21 @@ sum is L2-normalised again, so the result is the normalised mean direction of th
 from __future__ import annotations
 
 import io
+import zipfile
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from landmarks.errors import DataError
+
+# What numpy raises for an .npz that is not one, or is cut off: read_npz turns them into DataError
+NPZ_ERRORS = (KeyError, ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error)
+
+
+class NothingEmbedded(DataError):
+    """The dataset yielded no image: it is empty, or every image failed and was dropped."""
 
 
 @dataclass
@@ -69,7 +78,8 @@ def embed(
         every scale must then yield the same ids in the same order.
     tta_flip: also embed the left-right mirrored images.
     scales: image scale factors, e.g. (0.7071, 1.0, 1.4142).
-    Returns Embeddings (vectors L2-normalised float32 [N, D]).
+    Returns Embeddings (vectors L2-normalised float32 [N, D]); NothingEmbedded when the dataset
+    yields no image.
     """
     scales = tuple(float(s) for s in scales)
     if not scales or any(not np.isfinite(s) or s <= 0 for s in scales):
@@ -126,7 +136,9 @@ def _embed_views(forward, dataset, scale: float | None, tta_flip: bool):
         count = views.shape[0]
         labels.append(np.full(count, -1) if label is None else label.numpy().astype(np.int64))
     if not vectors:
-        raise DataError("embed: the dataset is empty")
+        raise NothingEmbedded(
+            "embed: the dataset yielded no image (it is empty, or every image failed and was dropped)"
+        )
     return np.asarray(ids, dtype=str), np.concatenate(labels), np.concatenate(vectors)
 
 
@@ -170,7 +182,8 @@ def save_embeddings(
 
 
 def load_embeddings(path: str) -> Embeddings:
-    """Read an .npz written by save_embeddings (vectors returned as float32)."""
+    """Read an .npz written by save_embeddings (vectors returned as float32); DataError naming
+    the file when it is missing, not such a file, cut off, or its arrays do not match."""
     import tensorflow as tf
 
     if not tf.io.gfile.exists(path):
@@ -181,5 +194,5 @@ def load_embeddings(path: str) -> Embeddings:
         with np.load(io.BytesIO(data), allow_pickle=False) as archive:
             labels = archive["labels"] if "labels" in archive.files else None
             return Embeddings(ids=archive["ids"], vectors=archive["vectors"], labels=labels)
-    except (KeyError, ValueError, OSError) as error:
-        raise DataError(f"{path}: not an embeddings file ({error})") from error
+    except NPZ_ERRORS as error:  # DataError of a mismatch too: it is a ValueError
+        raise DataError(f"{path}: not an embeddings file, or cut off ({error})") from error

@@ -33,21 +33,27 @@ memory of a GLDv2-size ensemble; a fresh and a cached run then give the same res
 
 from __future__ import annotations
 
+import math
 import os
 import re
-import zipfile
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from landmarks.config import MAX_IMAGE_SIZE, check_image_size
 from landmarks.errors import ConfigError, DataError
 from landmarks.inference import cache
 from landmarks.inference.descriptors import Descriptors
-from landmarks.inference.embedding import Embeddings, embed
+from landmarks.inference.embedding import Embeddings, NothingEmbedded, embed, scaled_size
 from landmarks.inference.fingerprint import (
     attached_train_embeddings,
     embedding_fingerprint,
     file_sha256,
+)
+from landmarks.inference.model_file import (
+    check_embed_model,
+    check_model_exists,
+    load_embed_model,
 )
 from landmarks.inference.sources import check_embedded_ids, non_landmark_images, split_images
 
@@ -145,14 +151,22 @@ def _member(config, position: int, entry) -> EnsembleMember:
 def _checked_member(where, name, path, image_size, scales, flip, weight) -> EnsembleMember:
     if name != "" and (not isinstance(name, str) or not NAME_PATTERN.fullmatch(name)):
         raise ConfigError(f"{where}: name must be letters, digits, '_', '.' or '-', got {name!r}")
-    if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 32:
-        raise ConfigError(f"{where}: image_size must be an integer >= 32, got {image_size!r}")
+    check_image_size(image_size, where)
     if (
         not isinstance(scales, (list, tuple))
         or not scales
-        or any(isinstance(s, bool) or not isinstance(s, (int, float)) or s <= 0 for s in scales)
+        or any(
+            isinstance(s, bool) or not isinstance(s, (int, float)) or not 0 < s < math.inf
+            for s in scales
+        )
     ):
         raise ConfigError(f"{where}: tta_scales must be a list of positive numbers, got {scales!r}")
+    largest = scaled_size(image_size, max(scales))
+    if largest > MAX_IMAGE_SIZE:
+        raise ConfigError(
+            f"{where}: image_size {image_size} x tta_scale {max(scales)} is {largest} px, more "
+            f"than {MAX_IMAGE_SIZE}"
+        )
     if not isinstance(flip, bool):
         raise ConfigError(f"{where}: tta_flip must be true or false, got {flip!r}")
     if (
@@ -286,7 +300,7 @@ class EnsembleEmbeddings:
             images = split_images(config, split)
         path = os.path.join(self.cache_dir, member.name, f"{split}.npz")
         expected = cache.fingerprint(self.model_sha256(member), config, images.identity)
-        cached = cache.load_cached(path, expected)
+        cached = cache.load_cached(path, expected, log=self.log)
         if cached is not None:
             self._note_unreadable(tag, images, cached)
             self.log(f"{tag}{split}: {len(cached)} embeddings from {path}")
@@ -295,13 +309,20 @@ class EnsembleEmbeddings:
 
         self.log(f"{tag}embedding {split} ...")
         self.log(f"{tag}{split}: {images.description}")
-        with naming_bad_records(images.record_files, log=self.log):
-            embedded = embed(
-                self._model(member),
-                images.make_dataset,
-                tta_flip=member.tta_flip,
-                scales=member.tta_scales,
-            )
+        try:
+            with naming_bad_records(images.record_files, log=self.log):
+                embedded = embed(
+                    self._model(member),
+                    images.make_dataset,
+                    tta_flip=member.tta_flip,
+                    scales=member.tta_scales,
+                )
+        except NothingEmbedded as error:
+            raise DataError(
+                f"{tag}{split}: no image embedded of {images.description}: each one failed to "
+                f"decode or to resize to image_size {member.image_size} x tta_scales "
+                f"{list(member.tta_scales)} and was dropped; check those settings and the files"
+            ) from error
         self._note_unreadable(tag, images, embedded)
         cache.save_cached(path, expected, embedded, self.config.embed_dtype)
         self.log(f"{tag}embedded {len(embedded)} {split} images")
@@ -324,55 +345,19 @@ class EnsembleEmbeddings:
     def model_sha256(self, member: EnsembleMember) -> str:
         """sha256 of the member's model file, read once per run (landmarks.inference.fingerprint)."""
         if member.model_path not in self._digests:
-            _check_model_exists(member.model_path)
+            check_model_exists(member.model_path)
             self._digests[member.model_path] = file_sha256(member.model_path)
         return self._digests[member.model_path]
 
     def _model(self, member: EnsembleMember):
-        """The member's embedding model, compiled once (landmarks.inference.forward)."""
+        """The member's embedding model, loaded and compiled once per file
+        (landmarks.inference.forward), checked to take the member's image sizes."""
+        sizes = sorted({scaled_size(member.image_size, s) for s in member.tta_scales})
         if member.model_path not in self._models:
             from landmarks.inference.forward import compiled_forward
 
-            self._models[member.model_path] = compiled_forward(load_embed_model(member.model_path))
-        return self._models[member.model_path]
-
-
-def load_embed_model(path: str):
-    """The saved embedding model at `path` (.keras, local or gs://); a ConfigError naming the
-    file when it is missing, a folder, not a Keras file, or damaged."""
-    import keras
-    import tensorflow as tf
-
-    import landmarks.models  # noqa: F401  (registers the custom layers for deserialisation)
-
-    _check_model_exists(path)
-    opener = tf.io.gfile.GFile if "://" in path else open
-    with opener(path, "rb") as handle:
-        head = handle.read(8)
-        handle.seek(0)
-        try:
-            is_archive = zipfile.is_zipfile(handle)
-        except tf.errors.OpError:  # GFile refuses to seek before the start of a tiny file
-            is_archive = False
-    if not (is_archive or head.startswith(b"\x89HDF")):  # .keras is a zip; legacy .h5 is HDF5
-        damaged = " (it starts like one: truncated?)" if head.startswith(b"PK") else ""
-        raise ConfigError(
-            f"model_path {path}: not a Keras model file{damaged}; expected a .keras archive "
-            "such as the embed_model.keras that `train` writes"
-        )
-    try:
-        return keras.saving.load_model(path, compile=False)
-    except (ValueError, OSError, KeyError, zipfile.BadZipFile) as error:
-        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise ConfigError(
-            f"model_path {path}: cannot be loaded as a Keras model (damaged?): {first}"
-        ) from error
-
-
-def _check_model_exists(path: str) -> None:
-    import tensorflow as tf
-
-    if not tf.io.gfile.exists(path):
-        raise ConfigError(f"embed model not found: {path} (set model_path or train first)")
-    if tf.io.gfile.isdir(path):
-        raise ConfigError(f"model_path {path}: is a folder; give its embed_model.keras file")
+            model = load_embed_model(member.model_path)
+            self._models[member.model_path] = (model, compiled_forward(model))
+        model, forward = self._models[member.model_path]
+        check_embed_model(model, member.model_path, sizes)
+        return forward

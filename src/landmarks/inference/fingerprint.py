@@ -49,17 +49,26 @@ def embedding_fingerprint(model_sha256: str, config) -> dict:
 
 def read_fingerprint(path: str) -> dict | None:
     """The fingerprint stored in an embeddings .npz, or None when it has none; only that
-    member of the archive is read."""
+    member of the archive is read. DataError naming the file when it is not an .npz, is cut
+    off, or its fingerprint is not a JSON object."""
     import tensorflow as tf
+
+    from landmarks.inference.embedding import NPZ_ERRORS
 
     try:
         with tf.io.gfile.GFile(path, "rb") as handle:
             with np.load(handle, allow_pickle=False) as archive:
                 if "fingerprint" not in archive.files:
                     return None
-                return json.loads(str(archive["fingerprint"]))
-    except (ValueError, OSError, json.JSONDecodeError) as error:
-        raise DataError(f"{path}: not an embeddings file ({error})") from error
+                fingerprint = json.loads(str(archive["fingerprint"]))
+    except NPZ_ERRORS as error:  # json.JSONDecodeError is a ValueError
+        raise DataError(f"{path}: not an embeddings file, or cut off ({error})") from error
+    if not isinstance(fingerprint, dict):
+        raise DataError(
+            f"{path}: its fingerprint is not a JSON object but {json.dumps(fingerprint)[:60]}; "
+            "export the train embeddings again"
+        )
+    return fingerprint
 
 
 def differences(expected: dict, found: dict | None) -> list[str]:

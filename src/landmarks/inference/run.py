@@ -56,16 +56,16 @@ def run_inference_tasks(config, outputs: dict[str, str], *, log=print) -> dict[s
                 non_landmarks.descriptors, config.non_landmark_top_n, backend=config.knn_backend
             )
 
+    # How a test or index image gets its landmark: a vote of its knn_k nearest train images.
+    voting = dict(
+        k=config.knn_k,
+        backend=config.knn_backend,
+        penalties=penalties,
+        threshold=config.recognition_threshold,
+    )
+
     def recognise(images):
-        return predict_recognition(
-            images.descriptors,
-            train.descriptors,
-            train_landmarks,
-            k=config.knn_k,
-            backend=config.knn_backend,
-            penalties=penalties,
-            threshold=config.recognition_threshold,
-        )
+        return predict_recognition(images.descriptors, train.descriptors, train_landmarks, **voting)
 
     summaries = {}
     for task, out_path in outputs.items():
@@ -86,7 +86,7 @@ def run_inference_tasks(config, outputs: dict[str, str], *, log=print) -> dict[s
                 index_landmarks, _ = recognise(index)
             elif rerank != "none":
                 log(f"re-ranking ({rerank}) through {len(train)} train images")
-                reranker = _reranker(config, rerank, test, index, train, train_landmarks, penalties)
+                reranker = _reranker(config, rerank, test, index, train, train_landmarks, voting)
             ranked = predict_retrieval(
                 test.descriptors,
                 index.descriptors,
@@ -131,34 +131,24 @@ def retrieval_rerank(config) -> str:
     return mode
 
 
-def _reranker(config, mode, test, index, train, train_landmarks, penalties):
-    """The SoftLabelRerank or BridgedRerank of the config's keys for these splits."""
+def _reranker(config, mode, test, index, train, train_landmarks, voting):
+    """The SoftLabelRerank or BridgedRerank of the config's keys for these splits; `voting`: the
+    keywords of predict_recognition (k, backend, penalties, threshold)."""
+    splits = (test.descriptors, index.descriptors, train.descriptors, train_landmarks)
     if mode == "soft":
         return soft_rerank_through_train(
-            test.descriptors,
-            index.descriptors,
-            train.descriptors,
-            train_landmarks,
-            k=config.knn_k,
-            backend=config.knn_backend,
-            penalties=penalties,
-            threshold=config.recognition_threshold,
-            bonus=config.soft_rerank_bonus,
-            penalty=config.soft_rerank_penalty,
+            *splits, **voting, bonus=config.soft_rerank_bonus, penalty=config.soft_rerank_penalty
         )
     return bridged_rerank_through_train(
-        test.descriptors,
-        index.descriptors,
-        train.descriptors,
-        train_landmarks,
+        *splits,
         train_k=config.bridged_train_k,
         landmark_k=config.bridged_landmark_k,
         landmarks=config.bridged_landmarks,
         bonus=config.bridged_bonus,
         power=config.bridged_power,
         confidence=config.bridged_confidence,
-        backend=config.knn_backend,
-        penalties=penalties,
+        backend=voting["backend"],
+        penalties=voting["penalties"],
     )
 
 

@@ -34,6 +34,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from landmarks.data.record_count import count_examples
 from landmarks.errors import ConfigError, DataError
 
 IMAGE_SOURCES = ("folder", "records")
@@ -95,8 +96,6 @@ def split_images(config, split: str) -> SplitImages:
             f"write them with `python -m landmarks prepare --split {split}` or set "
             "image_source: folder"
         )
-    from landmarks.training.plan import count_examples
-
     recorded = count_examples(config.records_dir, split, files)
     if recorded != len(table):
         raise DataError(

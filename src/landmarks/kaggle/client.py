@@ -1,5 +1,6 @@
 """Kaggle from Python and the command line: download competition data, publish a folder as a
-Kaggle dataset (create, or a new version), submit (the wheels are landmarks.kaggle.wheels).
+Kaggle dataset (create, or a new version), submit (the wheels, and publishing the landmarks
+wheel, are landmarks.kaggle.wheels, which runs its tools through this module).
 
 Every Kaggle call runs the official `kaggle` command-line tool as a child process started with an
 argument list (never a shell string). The `kaggle` Python package is not imported here at all:
@@ -217,6 +218,19 @@ def download_competition(
     return out
 
 
+def download_competitions(
+    competitions=None, out_root: str = "input", *, unzip: bool = True, force: bool = False
+) -> dict[str, Path]:
+    """`download_competition` for each of `competitions` (default DEFAULT_COMPETITIONS), each
+    into `out_root`/<competition>. Returns {competition: folder}."""
+    return {
+        competition: download_competition(
+            competition, os.path.join(out_root, competition), unzip=unzip, force=force
+        )
+        for competition in competitions or DEFAULT_COMPETITIONS
+    }
+
+
 # --- datasets --------------------------------------------------------------------------------
 
 
@@ -292,20 +306,6 @@ def publish_dataset(
         args += ["--public"] if public else []
     run_kaggle(args, credentials=credentials)
     return dataset_id
-
-
-# --- the package, offline --------------------------------------------------------------------
-
-
-def publish_package(slug: str, staging: str = "output/kaggle/package", **options) -> str:
-    """Build the landmarks wheel alone into `staging` (older landmarks wheels there are removed)
-    and publish that folder as the dataset `slug`; `options` as for `publish_dataset`."""
-    from landmarks.kaggle.wheels import build_package_wheel
-
-    for old in Path(staging).glob("landmarks-*.whl"):
-        old.unlink()
-    print(f"built {build_package_wheel(staging)}")
-    return publish_dataset(staging, slug, **options)
 
 
 # --- submissions -----------------------------------------------------------------------------

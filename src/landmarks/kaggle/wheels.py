@@ -7,6 +7,7 @@ of its requirements for Kaggle's Python.
     build_wheelhouse(out_dir, ...)    `pip download` of binary wheels of the requirements (and
                                       their dependencies) for Kaggle's Python and manylinux tags,
                                       plus the landmarks wheel
+    publish_package(slug)             the landmarks wheel alone, published as a Kaggle dataset
 
 The requirements default to the pinned list shipped inside the package
 (landmarks/requirements.txt, the repository's requirements.txt), so the commands work from any
@@ -152,3 +153,15 @@ def build_wheelhouse(
         build_package_wheel(str(out))
     write_text_atomic(str(out / "requirements.txt"), "".join(f"{line}\n" for line in kept))
     return out
+
+
+def publish_package(slug: str, staging: str = "output/kaggle/package", **options) -> str:
+    """Build the landmarks wheel alone into `staging` (older landmarks wheels there are removed)
+    and publish that folder as the dataset `slug`; `options` as for
+    landmarks.kaggle.client.publish_dataset. Returns the dataset id."""
+    from landmarks.kaggle.client import publish_dataset
+
+    for old in Path(staging).glob("landmarks-*.whl"):
+        old.unlink()
+    print(f"built {build_package_wheel(staging)}")
+    return publish_dataset(staging, slug, **options)

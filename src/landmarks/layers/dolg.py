@@ -34,8 +34,41 @@ def _atrous_branch(conv: keras.layers.Conv2D, rate: int, inputs):
     return ops.matmul(inputs, kernel) + ops.cast(conv.bias, inputs.dtype)
 
 
+class _AtrousLayer(keras.layers.Layer):
+    """What MultiAtrous and LocalBranch share: (B, H, W, C) -> (B, H, W, filters), configured by
+    `filters`, the 3x3 branches' `dilations` and their `branch_filters` (default
+    filters // (len(dilations) + 1)); a subclass makes its sub-layers in `_make_sublayers`."""
+
+    def __init__(
+        self,
+        filters: int,
+        dilations: Sequence[int] = (6, 12, 18),
+        branch_filters: int | None = None,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.filters = int(filters)
+        self.dilations = [int(d) for d in dilations]
+        self.branch_filters = int(branch_filters or max(1, filters // (len(self.dilations) + 1)))
+        self._make_sublayers()
+
+    def _make_sublayers(self) -> None:
+        raise NotImplementedError
+
+    def compute_output_shape(self, input_shape):
+        return (*input_shape[:3], self.filters)
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "filters": self.filters,
+            "dilations": self.dilations,
+            "branch_filters": self.branch_filters,
+        }
+
+
 @keras.saving.register_keras_serializable(package="landmarks")
-class MultiAtrous(keras.layers.Layer):
+class MultiAtrous(_AtrousLayer):
     """Atrous spatial pyramid: (B, H, W, C) -> (B, H, W, filters), same spatial layout.
 
     One 3x3 convolution per dilation rate ('same' padding, so every position keeps its own
@@ -54,17 +87,7 @@ class MultiAtrous(keras.layers.Layer):
         branch_filters: channels of each branch; default filters // (len(dilations) + 1).
     """
 
-    def __init__(
-        self,
-        filters: int,
-        dilations: Sequence[int] = (6, 12, 18),
-        branch_filters: int | None = None,
-        **kwargs,
-    ):
-        super().__init__(**kwargs)
-        self.filters = int(filters)
-        self.dilations = [int(d) for d in dilations]
-        self.branch_filters = int(branch_filters or max(1, filters // (len(self.dilations) + 1)))
+    def _make_sublayers(self) -> None:
         self.atrous = [
             keras.layers.Conv2D(
                 self.branch_filters,
@@ -100,17 +123,6 @@ class MultiAtrous(keras.layers.Layer):
             ops.broadcast_to(pooled, (shape[0], shape[1], shape[2], self.branch_filters))
         )
         return self.project(ops.concatenate(branches, axis=-1))
-
-    def compute_output_shape(self, input_shape):
-        return (*input_shape[:3], self.filters)
-
-    def get_config(self):
-        return {
-            **super().get_config(),
-            "filters": self.filters,
-            "dilations": self.dilations,
-            "branch_filters": self.branch_filters,
-        }
 
 
 @keras.saving.register_keras_serializable(package="landmarks")
@@ -154,26 +166,16 @@ class SpatialAttention2D(keras.layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="landmarks")
-class LocalBranch(keras.layers.Layer):
+class LocalBranch(_AtrousLayer):
     """DOLG local branch = MultiAtrous then SpatialAttention2D: (B,H,W,C) -> (B,H,W,filters)."""
 
-    def __init__(
-        self,
-        filters: int,
-        dilations: Sequence[int] = (6, 12, 18),
-        branch_filters: int | None = None,
-        **kwargs,
-    ):
-        super().__init__(**kwargs)
-        self.filters = int(filters)
-        self.dilations = [int(d) for d in dilations]
+    def _make_sublayers(self) -> None:
         self.multi_atrous = MultiAtrous(
             self.filters,
             self.dilations,
-            branch_filters,
+            self.branch_filters,
             **_sublayer_kwargs(self, "multi_atrous"),
         )
-        self.branch_filters = self.multi_atrous.branch_filters
         self.attention = SpatialAttention2D(self.filters, **_sublayer_kwargs(self, "attention"))
 
     def build(self, input_shape):
@@ -182,17 +184,6 @@ class LocalBranch(keras.layers.Layer):
 
     def call(self, inputs, training=None):
         return self.attention(self.multi_atrous(inputs), training=training)
-
-    def compute_output_shape(self, input_shape):
-        return (*input_shape[:3], self.filters)
-
-    def get_config(self):
-        return {
-            **super().get_config(),
-            "filters": self.filters,
-            "dilations": self.dilations,
-            "branch_filters": self.branch_filters,
-        }
 
 
 @keras.saving.register_keras_serializable(package="landmarks")

@@ -14,7 +14,7 @@ Importing this package does not import TensorFlow or Keras; `train` does when it
 
 from __future__ import annotations
 
-from landmarks.training.plan import SHAPE_KEYS, TrainingPlan, check_config, count_examples
+from landmarks.training.plan import SHAPE_KEYS, TrainingPlan, check_config
 from landmarks.training.trainer import backbone_variables, train
 
 __all__ = [
@@ -22,6 +22,5 @@ __all__ = [
     "TrainingPlan",
     "backbone_variables",
     "check_config",
-    "count_examples",
     "train",
 ]

@@ -6,11 +6,14 @@ Run folder (config.run_dir):
 
 Order matters at the end of an epoch: validation (adds val_gap) -> history row -> checkpoint
 (landmarks.training.checkpoints). A kill between the history row and the checkpoint leaves a row
-that the resumed run rewrites.
+that the resumed run rewrites; when the checkpoint fails (a full disk) or is refused (NaN/inf),
+`train` takes the row back (HistoryCSV.keep_epochs_up_to), so history.csv lists checkpointed
+epochs only.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import math
@@ -19,23 +22,18 @@ import keras
 import numpy as np
 
 from landmarks.errors import LandmarksError
-from landmarks.io_utils import write_text_atomic
-from landmarks.training.checkpoints import _exists, save_keras_atomic
-
-HISTORY_COLUMNS = ("epoch", "step", "loss", "learning_rate", "backbone_learning_rate", "val_gap")
+from landmarks.io_utils import write_refusals_reported, write_text_atomic
+from landmarks.training.checkpoints import (
+    NonFiniteWeights,
+    kept_account,
+    read_index,
+    save_keras_atomic,
+)
+from landmarks.training.history import HISTORY_COLUMNS, read_history
 
 
 class TrainingDivergedError(LandmarksError):
-    """The loss became NaN or infinite; the last good checkpoint is kept."""
-
-
-def read_history(path: str) -> list[dict]:
-    """Rows of an existing history.csv (strings), or [] when there is none."""
-    if not _exists(path):
-        return []
-    from landmarks.io_utils import read_text
-
-    return list(csv.DictReader(io.StringIO(read_text(path))))
+    """The loss or the weights became NaN or infinite; the last good checkpoint is kept."""
 
 
 class HistoryCSV(keras.callbacks.Callback):
@@ -78,11 +76,28 @@ class HistoryCSV(keras.callbacks.Callback):
                 "val_gap": "" if val_gap is None else f"{float(val_gap):.6f}",
             }
         )
-        if self.enabled:
-            buffer = io.StringIO()
-            writer = csv.DictWriter(buffer, fieldnames=HISTORY_COLUMNS, lineterminator="\n")
-            writer.writeheader()
-            writer.writerows(self.rows)
+        self._write()
+
+    def keep_epochs_up_to(self, epoch: int) -> None:
+        """Drop the rows after `epoch` (the last checkpointed one) and rewrite the file, when
+        there are any. A refused rewrite (the disk that failed the checkpoint is still full)
+        is left for the resumed run, which drops those rows too: the error that stopped the
+        run is the one to report."""
+        kept = [row for row in self.rows if int(row["epoch"]) <= epoch]
+        if len(kept) == len(self.rows):
+            return
+        self.rows = kept
+        with contextlib.suppress(LandmarksError):
+            self._write()
+
+    def _write(self) -> None:
+        if not self.enabled:
+            return
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=HISTORY_COLUMNS, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(self.rows)
+        with write_refusals_reported(self.path):
             write_text_atomic(self.path, buffer.getvalue())
 
 
@@ -103,14 +118,23 @@ class StopOnNaN(keras.callbacks.Callback):
             self.stopped_at = (self._epoch + 1, batch)
             self.model.stop_training = True
 
-    def raise_if_stopped(self, checkpoint_dir: str) -> None:
+    def raise_if_stopped(self, checkpoint_dir: str, refused: str | None = None) -> None:
+        """TrainingDivergedError when the loss became NaN/inf, or when `refused` (why the
+        checkpoint callback did not save an epoch, RunCheckpoint.refused) is set; the message
+        names the checkpoint a rerun resumes from, as the index of `checkpoint_dir` says."""
+        if self.stopped_at is None and refused is None:
+            return
         if self.stopped_at is not None:
             epoch, batch = self.stopped_at
-            raise TrainingDivergedError(
-                f"loss became NaN/inf in epoch {epoch} (batch {batch}); the last good checkpoint "
-                f"in {checkpoint_dir} is kept. Lower learning_rate or set clip_norm, then rerun "
-                "to resume from it."
-            )
+            what = f"loss became NaN/inf in epoch {epoch} (batch {batch})"
+        else:
+            what = "weights became NaN/inf"
+        detail = f"; {refused}" if refused else ""
+        rerun = "resume from it" if read_index(checkpoint_dir) else "start again"
+        raise TrainingDivergedError(
+            f"{what}{detail}; {kept_account(checkpoint_dir)}. Lower learning_rate or set "
+            f"clip_norm, then rerun to {rerun}."
+        )
 
 
 class ValidationGAP(keras.callbacks.Callback):
@@ -176,7 +200,12 @@ class ValidationGAP(keras.callbacks.Callback):
         if logs is not None:
             logs["val_gap"] = gap
         print(f"epoch {epoch + 1}: validation GAP {gap:.4f}", flush=True)
-        if gap > self.best:
-            self.best = gap
-            if self.is_chief:
+        if not gap > self.best:
+            return
+        if self.is_chief:
+            try:
                 save_keras_atomic(self.save_model, self.best_path)
+            except NonFiniteWeights as error:  # the run stops: its checkpoint is refused too
+                print(f"epoch {epoch + 1}: {error}", flush=True)
+                return
+        self.best = gap

@@ -37,13 +37,7 @@ def make_schedule(
     lr(s) = min                                                         for s > T
     with peak = learning_rate, min = min_learning_rate, W = warmup_steps, T = total_steps.
     """
-    if learning_rate <= 0:
-        raise ConfigError(f"learning_rate: must be > 0, got {learning_rate}")
-    if not 0 <= min_learning_rate <= learning_rate:
-        raise ConfigError(
-            f"min_learning_rate: must be between 0 and learning_rate ({learning_rate}), "
-            f"got {min_learning_rate}"
-        )
+    _check_schedule(learning_rate, min_learning_rate)
     warmup_steps = max(0, min(int(warmup_steps), int(total_steps) - 1))
     decay_steps = max(1, int(total_steps) - warmup_steps)
     alpha = min_learning_rate / learning_rate
@@ -133,19 +127,14 @@ def make_optimizer(
 
     Biases, norms' gamma/beta and GeM's p get no weight decay (1-D variables), as usual.
     """
-    if name not in OPTIMIZERS:
-        raise ConfigError(f"optimizer: {name!r} is not one of {', '.join(OPTIMIZERS)}")
-    if clip_norm < 0:
-        raise ConfigError(f"clip_norm: must be >= 0 (0 = off), got {clip_norm}")
-    if backbone_lr_multiplier < 0:
-        raise ConfigError(f"backbone_lr_multiplier: must be >= 0, got {backbone_lr_multiplier}")
+    _check_optimizer(name, weight_decay, clip_norm, backbone_lr_multiplier)
     common = {
         "learning_rate": schedule,
         "weight_decay": weight_decay or None,
         "global_clipnorm": clip_norm or None,
     }
-    if name == "adamw":
-        optimizer = BackboneScaledAdamW(**common)
+    if name == "adamw":  # Keras' AdamW takes no None: 0 decays by nothing
+        optimizer = BackboneScaledAdamW(**{**common, "weight_decay": float(weight_decay)})
     else:
         optimizer = BackboneScaledSGD(momentum=SGD_MOMENTUM, **common)
     optimizer.set_backbone_variables(backbone_variables, backbone_lr_multiplier)
@@ -169,8 +158,7 @@ class ArcFaceCrossEntropy(keras.losses.Loss):
 
     def __init__(self, label_smoothing: float = 0.0, name: str = "arcface_cross_entropy", **kwargs):
         super().__init__(name=name, dtype="float32", **kwargs)
-        if not 0.0 <= label_smoothing < 1.0:
-            raise ConfigError(f"label_smoothing: must be in [0, 1), got {label_smoothing}")
+        _check_label_smoothing(label_smoothing)
         self.label_smoothing = float(label_smoothing)
 
     def call(self, y_true, y_pred):
@@ -189,3 +177,41 @@ class ArcFaceCrossEntropy(keras.losses.Loss):
         config.update({"label_smoothing": self.label_smoothing})
         config.pop("dtype", None)
         return config
+
+
+def check_optimization_settings(config) -> None:
+    """ConfigError naming the key for a schedule, optimizer or loss setting that make_schedule,
+    make_optimizer or ArcFaceCrossEntropy would refuse: checked before a run writes anything."""
+    _check_schedule(config.learning_rate, config.min_learning_rate)
+    _check_optimizer(
+        config.optimizer, config.weight_decay, config.clip_norm, config.backbone_lr_multiplier
+    )
+    _check_label_smoothing(config.label_smoothing)
+
+
+def _check_schedule(learning_rate: float, min_learning_rate: float) -> None:
+    if not learning_rate > 0:
+        raise ConfigError(f"learning_rate: must be > 0, got {learning_rate}")
+    if not 0 <= min_learning_rate <= learning_rate:
+        raise ConfigError(
+            f"min_learning_rate: must be between 0 and learning_rate ({learning_rate}), "
+            f"got {min_learning_rate}"
+        )
+
+
+def _check_optimizer(
+    name: str, weight_decay: float, clip_norm: float, backbone_lr_multiplier: float
+) -> None:
+    if name not in OPTIMIZERS:
+        raise ConfigError(f"optimizer: {name!r} is not one of {', '.join(OPTIMIZERS)}")
+    if not weight_decay >= 0:
+        raise ConfigError(f"weight_decay: must be >= 0, got {weight_decay}")
+    if not clip_norm >= 0:
+        raise ConfigError(f"clip_norm: must be >= 0 (0 = off), got {clip_norm}")
+    if not backbone_lr_multiplier >= 0:
+        raise ConfigError(f"backbone_lr_multiplier: must be >= 0, got {backbone_lr_multiplier}")
+
+
+def _check_label_smoothing(label_smoothing: float) -> None:
+    if not 0.0 <= label_smoothing < 1.0:
+        raise ConfigError(f"label_smoothing: must be in [0, 1), got {label_smoothing}")

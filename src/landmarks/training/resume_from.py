@@ -22,8 +22,6 @@ rather than training on from the older state.
 
 from __future__ import annotations
 
-import csv
-import io
 import os
 import shutil
 import uuid
@@ -31,7 +29,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from landmarks.errors import ConfigError
-from landmarks.io_utils import extract_zip
+from landmarks.io_utils import extract_zip, write_refusals_reported
+from landmarks.training.history import last_epoch, read_history
 
 CHECKPOINTS = "checkpoints"
 SKIPPED_FILES = (".run.lock", "dataset-metadata.json")
@@ -53,10 +52,10 @@ def continue_from(source: str, run_dir: str, *, log: Callable[[str], None] = pri
             f"resume_from: {source} is not a run folder (no config.yaml); attach the folder that "
             "`train` wrote (output_dir/run_name)"
         )
+    there = _epochs(_join(source, "history.csv")) if "history.csv" in files else 0
     _remove_staging(run_dir)
     if _has_checkpoints(run_dir):
-        here = _epochs(_read(os.path.join(run_dir, "history.csv")))
-        there = _epochs(_read_source(source, "history.csv", files))
+        here = _epochs(os.path.join(run_dir, "history.csv"))
         if there > here:
             raise ConfigError(
                 f"resume_from: {run_dir} already holds a run at epoch {here}, behind {source} at "
@@ -66,15 +65,12 @@ def continue_from(source: str, run_dir: str, *, log: Callable[[str], None] = pri
         log(account)
         return account
     staging = os.path.join(run_dir, f"{STAGING_PREFIX}{uuid.uuid4().hex[:8]}")
-    copied = 0
-    for relative in files:
-        target = os.path.join(staging, relative)
-        os.makedirs(os.path.dirname(target), exist_ok=True)
-        _copy(_join(source, relative), target)
-        copied += 1
-    for archive in [r for r in files if "/" not in r and r.endswith(".zip")]:
-        extract_zip(Path(staging, archive), Path(staging, archive[: -len(".zip")]))
-        os.remove(os.path.join(staging, archive))
+    try:
+        with write_refusals_reported(run_dir, f"; nothing of {source} was copied in"):
+            _stage(source, files, staging)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
     entries = sorted(os.listdir(staging), key=lambda name: name == CHECKPOINTS)
     for name in entries:  # checkpoints/ last: its arrival makes the copy resumable
         destination = os.path.join(run_dir, name)
@@ -82,10 +78,20 @@ def continue_from(source: str, run_dir: str, *, log: Callable[[str], None] = pri
             shutil.rmtree(destination)
         os.replace(os.path.join(staging, name), destination)
     os.rmdir(staging)
-    epochs = _epochs(_read(os.path.join(run_dir, "history.csv")))
-    account = f"copied {copied} files of {source} into {run_dir} (epoch {epochs} in history.csv)"
+    account = f"copied {len(files)} files of {source} into {run_dir} (epoch {there} in history.csv)"
     log(account)
     return account
+
+
+def _stage(source: str, files: list[str], staging: str) -> None:
+    """Copy `files` of `source` into the folder `staging`, extracting top-level .zip files."""
+    for relative in files:
+        target = os.path.join(staging, relative)
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        _copy(_join(source, relative), target)
+    for archive in [r for r in files if "/" not in r and r.endswith(".zip")]:
+        extract_zip(Path(staging, archive), Path(staging, archive[: -len(".zip")]))
+        os.remove(os.path.join(staging, archive))
 
 
 def _list_files(source: str) -> list[str]:
@@ -128,26 +134,10 @@ def _copy(path: str, target: str) -> None:
         shutil.copyfile(path, target)
 
 
-def _read(path: str) -> str:
-    try:
-        with open(path, encoding="utf-8") as handle:
-            return handle.read()
-    except FileNotFoundError:
-        return ""
-
-
-def _read_source(source: str, relative: str, files: list[str]) -> str:
-    if relative not in files:
-        return ""
-    from landmarks.io_utils import read_text
-
-    return read_text(_join(source, relative))
-
-
-def _epochs(history_text: str) -> int:
-    """The last epoch in a history.csv text (0 when empty)."""
-    rows = list(csv.DictReader(io.StringIO(history_text)))
-    return max((int(row["epoch"]) for row in rows if row.get("epoch")), default=0)
+def _epochs(history_path: str) -> int:
+    """The last epoch in the history.csv at `history_path` (0 when there is none); DataError
+    naming the file and line for a row that is not a history row."""
+    return last_epoch(read_history(history_path))
 
 
 def _has_checkpoints(run_dir: str) -> bool:

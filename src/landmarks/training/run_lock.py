@@ -26,7 +26,7 @@ import time
 import uuid
 from collections.abc import Iterator
 
-from landmarks.errors import LandmarksError
+from landmarks.errors import DataError, LandmarksError
 
 LOCK_NAME = ".run.lock"
 HEARTBEAT_S = 60.0
@@ -40,7 +40,8 @@ class RunFolderBusy(LandmarksError):
 
 @contextlib.contextmanager
 def run_folder_lock(run_dir: str, *, method: str = "auto") -> Iterator[dict]:
-    """Hold run_dir's lock for the body; RunFolderBusy when another live run holds it.
+    """Hold run_dir's lock for the body; RunFolderBusy when another live run holds it,
+    DataError naming run_dir when the folder or its lock file cannot be made.
 
     method: "flock" (local folders), "heartbeat" (any folder, what gs:// uses) or "auto".
     Yields the holder record written to the lock file.
@@ -82,9 +83,17 @@ def _busy(run_dir: str, holder: dict) -> RunFolderBusy:
 def _flock(run_dir: str, holder: dict) -> Iterator[None]:
     import fcntl
 
-    os.makedirs(run_dir, exist_ok=True)
     path = os.path.join(run_dir, LOCK_NAME)
-    descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        os.makedirs(run_dir, exist_ok=True)
+        descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as error:  # a read-only mount, a full disk, a name too long, ...
+        if error.errno is None:
+            raise
+        raise DataError(
+            f"{run_dir}: cannot be the run folder ({os.strerror(error.errno)}); set output_dir "
+            "and run_name to a writable place"
+        ) from error
     try:
         try:
             fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)

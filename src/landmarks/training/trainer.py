@@ -12,7 +12,9 @@
    slots and iterations, so the schedule goes on where it stopped; `resume_from` first copies
    an earlier session's run folder in) or, for a new staged run, load the weights of `init_from`;
 5. fit with a checkpoint per epoch, history.csv, NaN stop and a validation GAP every
-   `validate_every` epochs (landmarks.training.callbacks);
+   `validate_every` epochs (landmarks.training.callbacks); only finite weights are written, so
+   a run whose loss or weights become NaN/inf stops with the last good checkpoint still the
+   latest, and history.csv lists checkpointed epochs only;
 6. write embed_model.keras (the last epoch), config.yaml, curves.png in the run folder.
 """
 
@@ -23,6 +25,7 @@ import os
 
 from landmarks.config import Config
 from landmarks.errors import ConfigError
+from landmarks.io_utils import write_refusals_reported
 from landmarks.training.plan import SHAPE_KEYS, TrainingPlan, check_config
 
 
@@ -114,6 +117,7 @@ def _train(config: Config, setup, plan: TrainingPlan, verbose: int) -> str:
     resolved.num_classes = plan.num_classes
     run_dir = config.run_dir
     checkpoint_dir = os.path.join(run_dir, "checkpoints")
+    resuming = checkpoints.read_index(checkpoint_dir) is not None  # a damaged one: DataError
     _check_resume_compatible(resolved, run_dir)
     print(
         f"training on {setup}, {precision}, global batch {plan.global_batch}, "
@@ -122,13 +126,14 @@ def _train(config: Config, setup, plan: TrainingPlan, verbose: int) -> str:
         flush=True,
     )
     if setup.is_chief:
-        tf.io.gfile.makedirs(run_dir)
-        resolved.save(os.path.join(run_dir, "config.yaml"))
+        config_path = os.path.join(run_dir, "config.yaml")
+        with write_refusals_reported(config_path):
+            tf.io.gfile.makedirs(run_dir)
+            resolved.save(config_path)
 
     keras.mixed_precision.set_global_policy(precision)
     keras.utils.set_random_seed(config.seed)
     with setup.scope():
-        resuming = checkpoints.read_index(checkpoint_dir) is not None
         init_from = "" if resuming else config.init_from
         parts = _build_and_compile(resolved, plan, jit_compile, init_from=init_from)
         checkpoint = checkpoints.RunCheckpoint(
@@ -180,17 +185,21 @@ def _train(config: Config, setup, plan: TrainingPlan, verbose: int) -> str:
         trainer = multi_worker_trainer(parts.model) if setup.multi_worker else parts.model
         if trainer is not parts.model:
             _compile(trainer, parts, config, jit_compile)
-        with setup.scope(), naming_bad_records(plan.train_files + plan.holdout_files):
-            trainer.fit(
-                dataset,
-                epochs=last_epoch,
-                initial_epoch=start_epoch,
-                steps_per_epoch=plan.steps_per_epoch,
-                shuffle=False,  # the records are shuffled by the input pipeline
-                callbacks=callbacks,
-                verbose=verbose,
-            )
-        nan_stop.raise_if_stopped(checkpoint_dir)
+        try:
+            with setup.scope(), naming_bad_records(plan.train_files + plan.holdout_files):
+                trainer.fit(
+                    dataset,
+                    epochs=last_epoch,
+                    initial_epoch=start_epoch,
+                    steps_per_epoch=plan.steps_per_epoch,
+                    shuffle=False,  # the records are shuffled by the input pipeline
+                    callbacks=callbacks,
+                    verbose=verbose,
+                )
+        finally:  # no row for an epoch whose checkpoint failed or was refused
+            if setup.is_chief:
+                history.keep_epochs_up_to(checkpoint.finished_epochs())
+        nan_stop.raise_if_stopped(checkpoint_dir, checkpoint.refused)
 
     if setup.is_chief:
         checkpoints.save_keras_atomic(parts.embed_model, os.path.join(run_dir, "embed_model.keras"))
@@ -310,4 +319,5 @@ def _plot_curves(history_csv: str, out_png: str) -> None:
         return
     from landmarks.plots import plot_history
 
-    plot_history(history_csv, out_png)
+    with write_refusals_reported(out_png):
+        plot_history(history_csv, out_png)
