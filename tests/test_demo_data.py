@@ -58,31 +58,44 @@ def check_data_set(root: Path) -> dict:
     assert {r["id"] for r in train} == set(files["train"]), "train.csv rows != train/ files"
     assert len(train) == len(files["train"])
     train_landmarks = {int(r["landmark_id"]) for r in train}
+    summary = json.loads((root / demo.MARKER).read_text())
+    unseen = set(summary["unseen_landmarks"])
+    assert unseen and not unseen & train_landmarks, "an unseen landmark has train images"
+    assert len(unseen) == round(demo.UNSEEN_SHARE * summary["landmarks"])
+    assert summary["train_landmarks"] == len(train_landmarks)
 
     landmarks = read_rows(root / "landmarks.csv")
     assert list(landmarks[0])[:3] == ["landmark_id", "name", "source_file"]
-    assert {int(r["landmark_id"]) for r in landmarks} == train_landmarks
+    assert {int(r["landmark_id"]) for r in landmarks} == train_landmarks | unseen
+    assert len(landmarks) == summary["landmarks"]
     assert all(r["name"] and r["source_file"] for r in landmarks)
-    ids = sorted(train_landmarks)
+    ids = sorted(train_landmarks | unseen)
     assert ids[-1] - ids[0] + 1 > len(ids), "landmark ids should not be contiguous"
 
     recognition = read_rows(root / "recognition_solution.csv")
     retrieval = read_rows(root / "retrieval_solution.csv")
+    retrieval_unseen = {r["id"]: r for r in read_rows(root / demo.UNSEEN_SOLUTION)}
     sample = read_rows(root / "sample_submission.csv")
     assert list(recognition[0]) == ["id", "landmarks", "Usage"]
     assert list(retrieval[0]) == ["id", "images", "Usage"]
+    assert list(next(iter(retrieval_unseen.values()))) == ["id", "images", "Usage"]
     assert list(sample[0]) == ["id", "landmarks"]
     test_ids = set(files["test"])
-    for table in (recognition, retrieval, sample):
+    for table in (recognition, retrieval, list(retrieval_unseen.values()), sample):
         assert [r["id"] for r in table] == sorted(test_ids), "solution ids != test/ files"
 
     landmark_of_query = {}
     for row in recognition:
-        assert row["Usage"] in ("Public", "Private")
         if row["landmarks"]:
             landmark_of_query[row["id"]] = int(row["landmarks"])
-            assert int(row["landmarks"]) in train_landmarks
-    assert {r["Usage"] for r in recognition} == {"Public", "Private"}
+            assert int(row["landmarks"]) in train_landmarks | unseen
+        # recognition scores the seen landmarks; an unseen landmark's query is named, not scored
+        is_unseen = row["landmarks"] and int(row["landmarks"]) in unseen
+        assert row["Usage"] == "Ignored" if is_unseen else row["Usage"] in ("Public", "Private")
+    assert {r["Usage"] for r in recognition} == {"Public", "Private", "Ignored"}
+    unseen_queries = {q for q, landmark in landmark_of_query.items() if landmark in unseen}
+    assert {landmark_of_query[q] for q in unseen_queries} == unseen, "unseen without queries"
+    assert summary["test_unseen_queries"] == len(unseen_queries)
     for row in sample:
         guess, confidence = row["landmarks"].split(" ")
         assert int(guess) in train_landmarks and 0 <= float(confidence) <= 1
@@ -91,8 +104,13 @@ def check_data_set(root: Path) -> dict:
     gt_of_landmark: dict[int, set[str]] = {}
     for row in retrieval:
         images = set(row["images"].split())
+        unseen_row = retrieval_unseen[row["id"]]
+        # the same truth in both files; each scores its own landmarks' queries, Ignores the rest
+        assert unseen_row["images"] == row["images"]
+        scored, ignored = (unseen_row, row) if row["id"] in unseen_queries else (row, unseen_row)
+        assert ignored["Usage"] == "Ignored"
         if row["id"] in landmark_of_query:
-            assert row["Usage"] in ("Public", "Private")
+            assert scored["Usage"] in ("Public", "Private")
             assert images, f"landmark query {row['id']} has no index images"
             assert images <= index_ids
             landmark = landmark_of_query[row["id"]]
@@ -105,9 +123,11 @@ def check_data_set(root: Path) -> dict:
     assert sum(len(g) for g in groups) == len(union), "two landmarks share an index image"
     assert index_ids - union, "index/ should also hold distractors"
     assert len(landmark_of_query) < len(test_ids), "test/ should hold non-landmark queries"
+    assert gt_of_landmark.keys() == train_landmarks | unseen, "a landmark without index images"
     return {
         "files": files,
         "train_landmarks": train_landmarks,
+        "unseen_landmarks": unseen,
         "landmark_queries": landmark_of_query,
     }
 
@@ -132,7 +152,7 @@ def test_mini_landmarks_layout_and_solutions(mini_landmarks):
     facts = check_data_set(mini_landmarks)
     summary = json.loads((mini_landmarks / demo.MARKER).read_text())
     assert summary["counts"] == {s: len(facts["files"][s]) for s in SPLITS}
-    assert summary["landmarks"] == len(facts["train_landmarks"])
+    assert summary["landmarks"] == len(facts["train_landmarks"] | facts["unseen_landmarks"])
     train = read_rows(mini_landmarks / "train.csv")
     per_landmark = {}
     for row in train:
@@ -167,6 +187,43 @@ def test_gcompris_build_has_real_second_photographs(mini_landmarks):
     # 2 queries per second photograph (the photo and a view of it) + TEST_VIEWS per landmark
     expected = summary["landmarks"] * demo.TEST_VIEWS + 2 * len(second)
     assert summary["test_landmark_queries"] == expected
+    # 3 of the 7 landmarks with a second photograph are unseen: TEST_VIEWS + 2 queries each
+    unseen = len(summary["unseen_landmarks"])
+    assert summary["test_unseen_queries"] == unseen * demo.TEST_VIEWS + 2 * 3
+
+
+def test_unseen_landmarks_are_drawn_by_the_seed_and_recorded(mini_landmarks):
+    """The split recorded in mini-landmarks.json is the seed's draw; every seed draws a quarter
+    of the landmarks, half of those with a real second photograph among them (rounded down);
+    different seeds draw different landmarks."""
+    summary = json.loads((mini_landmarks / demo.MARKER).read_text())
+    assert demo.unseen_landmarks(mini_landmarks) == summary["unseen_landmarks"]
+    photos = demo_sources.load_photos(summary["source"], log=lambda _: None)
+    count = len(photos.landmarks)
+    with_second = {i for i, p in enumerate(photos.landmarks) if photos.second_photos.get(p.key)}
+    drawn = []
+    for seed in range(4):
+        ids = demo._landmark_ids(count, seed)
+        unseen = demo._unseen_landmarks(photos, ids, seed)
+        assert unseen == demo._unseen_landmarks(photos, ids, seed)
+        if seed == summary["seed"]:
+            assert sorted(unseen) == summary["unseen_landmarks"]
+        positions = frozenset(ids.index(landmark) for landmark in unseen)
+        assert len(positions) == round(count / 4)
+        assert len(positions & with_second) == len(with_second) // 2
+        drawn.append(positions)
+    assert len(set(drawn)) == 4, "different seeds should leave out different landmarks"
+    if summary["source"] == "gcompris":
+        assert summary["landmarks"] == 49 and len(summary["unseen_landmarks"]) == 12
+        assert summary["counts"]["train"] == 37 * summary["views_per_landmark"]
+
+
+def test_unseen_landmarks_names_an_old_or_missing_build(tmp_path):
+    with pytest.raises(DataError, match="mini-landmarks.json: missing"):
+        demo.unseen_landmarks(tmp_path)
+    (tmp_path / demo.MARKER).write_text(json.dumps({"format": 1, "seed": 0}))
+    with pytest.raises(DataError, match="built before unseen landmarks .*demo-data --out"):
+        demo.unseen_landmarks(tmp_path)
 
 
 def test_second_photograph_table_matches_the_pixels():
@@ -212,8 +269,9 @@ def test_fallback_source_builds_a_valid_set_and_seed_matters(tmp_path):
     assert summary["source"] == "fallback"
     assert any("fallback" in m for m in messages), messages
     facts = check_data_set(tmp_path / "s0")
-    assert len(facts["train_landmarks"]) == summary["landmarks"] == 10
-    assert summary["counts"]["train"] == 10 * 12
+    assert summary["landmarks"] == 10
+    assert len(facts["train_landmarks"]) == 10 - round(10 * demo.UNSEEN_SHARE) == 8
+    assert summary["counts"]["train"] == 8 * 12
 
     build_demo_data(tmp_path / "s1", seed=1, source="fallback", log=lambda _: None)
     a, b = digest_tree(tmp_path / "s0"), digest_tree(tmp_path / "s1")

@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 
 from landmarks.cli import main
+from landmarks.config import Config
 from landmarks.data.demo import real_photo_queries
-from landmarks.demo_flow import run_demo
+from landmarks.demo_flow import retrieval_grid, run_demo, summary_line, with_backbone_gem
 from landmarks.errors import ConfigError, DataError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -30,8 +31,18 @@ SCORES = {
     "map@100_untrained",
     "gap_backbone_gem",
     "map@100_backbone_gem",
+    "map@100_unseen",
+    "map@100_unseen_untrained",
+    "map@100_unseen_backbone_gem",
 }
-COUNTS = {"real_photos", "real_photos_backbone_gem", "real_photos_total"}
+COUNTS = {
+    "unseen_landmarks",
+    "real_photos",
+    "real_photos_backbone_gem",
+    "real_photos_total",
+    "real_photos_unseen",
+    "real_photos_unseen_total",
+}
 # The real second photographs of mini-landmarks (credits.csv key -> landmarks.csv name),
 # written out by hand from the photo list of the README.
 REAL_PHOTOS = {
@@ -104,8 +115,10 @@ def test_demo_writes_metrics_submissions_and_plots(demo, mini_landmarks):
     written = json.loads((out / "metrics.json").read_text())
     assert set(written) == SCORES | COUNTS and written == metrics
     assert all(0.0 <= written[key] <= 1.0 for key in SCORES)
-    assert written["real_photos_total"] == 7
+    assert written["real_photos_total"] == 7 and written["real_photos_unseen_total"] == 3
     assert 0 <= written["real_photos"] <= 7 and 0 <= written["real_photos_backbone_gem"] <= 7
+    assert 0 <= written["real_photos_unseen"] <= min(3, written["real_photos"])
+    assert written["unseen_landmarks"] == 12
     test_ids = {path.stem for path in (mini_landmarks / "test").rglob("*.jpg")}
     index_ids = {path.stem for path in (mini_landmarks / "index").rglob("*.jpg")}
     submission = _rows(out / "submission.csv")
@@ -132,16 +145,84 @@ def test_demo_metrics_match_an_independent_computation(demo, mini_landmarks):
             folder / "retrieval_submission.csv", mini_landmarks / "retrieval_solution.csv"
         )
         assert metrics["map@100" + suffix] == pytest.approx(map100, abs=1e-9)
+        unseen = reference_map100(
+            folder / "retrieval_submission.csv", mini_landmarks / "retrieval_solution_unseen.csv"
+        )
+        assert metrics["map@100_unseen" + suffix] == pytest.approx(unseen, abs=1e-9)
 
 
 @pytest.mark.slow
-def test_demo_counts_the_real_photographs_it_recognises(demo, mini_landmarks):
+def test_demo_counts_the_real_photographs_it_finds(demo, mini_landmarks):
+    """A seen landmark's real photograph is found by recognition (top prediction), an unseen
+    one's by retrieval (its first result is an index image of its landmark)."""
     out, metrics = demo
     real = real_photo_queries(mini_landmarks)
+    unseen = set(
+        json.loads((mini_landmarks / "mini-landmarks.json").read_text())["unseen_landmarks"]
+    )
+    recognition = {
+        r["id"]: r["landmarks"] for r in _rows(mini_landmarks / "recognition_solution.csv")
+    }
+    index_of = {}  # index image -> landmark, from the unseen solution's truth
+    for row in _rows(mini_landmarks / "retrieval_solution_unseen.csv"):
+        if row["Usage"] != "Ignored":
+            index_of.update(dict.fromkeys(row["images"].split(), int(recognition[row["id"]])))
     for folder, key in ((out, "real_photos"), (out / "backbone_gem", "real_photos_backbone_gem")):
         predicted = {r["id"]: r["landmarks"].split()[:1] for r in _rows(folder / "submission.csv")}
-        right = [q for q, landmark in real.items() if predicted[q] == [str(landmark)]]
-        assert metrics[key] == len(right)
+        first = {
+            r["id"]: r["images"].split()[:1] for r in _rows(folder / "retrieval_submission.csv")
+        }
+        found = [
+            q
+            for q, landmark in real.items()
+            if (landmark in unseen and first[q] and index_of.get(first[q][0]) == landmark)
+            or (landmark not in unseen and predicted[q] == [str(landmark)])
+        ]
+        assert metrics[key] == len(found)
+        if key == "real_photos":
+            found_unseen = [q for q in found if real[q] in unseen]
+            assert metrics["real_photos_unseen"] == len(found_unseen)
+            assert metrics["real_photos_unseen_total"] == sum(
+                1 for v in real.values() if v in unseen
+            )
+
+
+@pytest.mark.slow
+def test_retrieval_grid_shows_seen_then_unseen_queries(demo, mini_landmarks, tmp_path):
+    out, _ = demo
+    shown = retrieval_grid(
+        str(out / "retrieval_submission.csv"),
+        str(mini_landmarks),
+        str(tmp_path / "grid.png"),
+        rows=4,
+        unseen_rows=3,
+    )
+    scored = {
+        name: {r["id"] for r in _rows(mini_landmarks / name) if r["Usage"] != "Ignored"}
+        for name in ("retrieval_solution.csv", "retrieval_solution_unseen.csv")
+    }
+    assert all(q in scored["retrieval_solution.csv"] for q in shown[:4])
+    assert all(q in scored["retrieval_solution_unseen.csv"] for q in shown[4:])
+    assert len(shown) == 7 and (tmp_path / "grid.png").stat().st_size > 0
+
+
+def test_summary_line_says_seen_and_unseen_scores():
+    metrics = dict.fromkeys(SCORES, 0.5) | {
+        "map@100_unseen": 0.25,
+        "map@100_unseen_backbone_gem": 0.75,
+    }
+    metrics |= {"unseen_landmarks": 12, "real_photos": 6, "real_photos_total": 7}
+    metrics |= {
+        "real_photos_unseen": 2,
+        "real_photos_unseen_total": 3,
+        "real_photos_backbone_gem": 5,
+    }
+    assert summary_line(metrics) == (
+        "seen landmarks: GAP 0.5000 (untrained 0.5000, backbone GeM 0.5000), mAP@100 0.5000 "
+        "(untrained 0.5000, backbone GeM 0.5000); 12 unseen landmarks: mAP@100 0.2500 "
+        "(untrained 0.5000, backbone GeM 0.7500); real photographs found 6/7 (2/3 of unseen "
+        "landmarks, by retrieval; backbone GeM 5)"
+    )
 
 
 def test_real_photo_queries_are_the_seven_second_photographs(mini_landmarks):
@@ -183,7 +264,26 @@ def test_demo_rejects_bad_settings_before_doing_anything(tmp_path, mini_landmark
             config_path=str(REPO / "configs" / "demo.yaml"),
             overrides=["image_sise=64"],
         )
+    with pytest.raises(ConfigError, match=r"backbone_gem_weight must be in \[0, 1\), got 1.0"):
+        run_demo(
+            str(out),
+            data_dir=str(mini_landmarks),
+            config_path=str(REPO / "configs" / "demo.yaml"),
+            overrides=["backbone_gem_weight=1"],
+        )
     assert not out.exists()
+
+
+def test_backbone_gem_weight_makes_a_two_member_concat_ensemble(tmp_path):
+    trained = Config.from_dict({"output_dir": str(tmp_path), "run_name": "run"})
+    assert with_backbone_gem(trained, "gem.keras") is trained  # weight 0: the model alone
+    trained.update({"backbone_gem_weight": 0.25})
+    mixed = with_backbone_gem(trained, "gem.keras")
+    assert mixed.ensemble_mode == "concat" and not trained.ensemble
+    assert mixed.ensemble == [
+        {"name": "run", "model_path": str(tmp_path / "run" / "embed_model.keras"), "weight": 0.75},
+        {"name": "backbone_gem", "model_path": "gem.keras", "weight": 0.25},
+    ]
 
 
 def test_cli_demo_reports_a_bad_override_in_one_line(capsys, tmp_path):

@@ -53,7 +53,7 @@ TRAIN_SETTINGS = {  # merged over notebook 02's DEFAULT_SETTINGS (EfficientNet-B
 }
 
 
-LANDMARKS = 12  # of mini-landmarks' 49, to keep the run short
+LANDMARKS = 12  # of mini-landmarks' 37 seen in training, to keep the run short
 NON_LANDMARKS = 6  # test queries without a landmark, and index distractors, kept
 SECONDS: dict[str, float] = {}  # wall time of each notebook run, printed at the end
 

@@ -16,7 +16,7 @@ def _written_bytes(records) -> int:
 
 def test_estimate_of_every_image_matches_the_written_records(mini_landmarks, mini_records):
     estimate = estimate_records_size(str(mini_landmarks), image_size=64, sample=10_000)
-    assert estimate.sampled == estimate.images == 588
+    assert estimate.sampled == estimate.images == 444
     assert estimate.total_bytes == pytest.approx(_written_bytes(mini_records), rel=0.02)
 
 
@@ -36,7 +36,7 @@ def test_a_task_share_above_the_output_limit_is_warned_about(mini_landmarks):
     needed = math.ceil(estimate.total_bytes / (0.9 * limit_gb * 1e9))
     assert estimate.tasks_needed == needed >= 2
     text = estimate.describe()
-    assert text.startswith("records estimate: 588 train images at 64 px")
+    assert text.startswith("records estimate: 444 train images at 64 px")
     assert "MB is above the 0.5 MB a Kaggle notebook may save in /kaggle/working" in text
     assert f"set NUM_TASKS to {needed} or more" in text
 
@@ -54,5 +54,5 @@ def test_every_split_is_counted(mini_landmarks):
     estimate = estimate_records_size(
         str(mini_landmarks), ("train", "test", "index"), image_size=None, sample=16
     )
-    assert estimate.images == 588 + 157 + 179
+    assert estimate.images == 444 + 157 + 179
     assert "train+test+index images at original sizes" in estimate.describe()

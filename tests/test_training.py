@@ -180,7 +180,7 @@ def test_run_folder_holds_model_config_history_and_curves(trained_run):
     for name in ("embed_model.keras", "best_embed_model.keras", "config.yaml", "curves.png"):
         assert (run_dir / name).stat().st_size > 0, name
     saved = Config.load(str(run_dir / "config.yaml"))
-    assert saved.num_classes == 49 and saved.image_size == config.image_size
+    assert saved.num_classes == 37 and saved.image_size == config.image_size
 
     rows = read_history(run_dir)
     assert [int(r["epoch"]) for r in rows] == [1, 2, 3]

@@ -133,6 +133,7 @@ class Config:
     # model_path optional (defaults: the keys above, weight 1); [] = the single model_path
     ensemble: list[dict] = field(default_factory=list)
     ensemble_mode: str = "concat"  # "concat" (weighted concatenation, one kNN) or "average" (weighted mean of each member's similarities)
+    backbone_gem_weight: float = 0.0  # the demo: weight in [0, 1) of the backbone's own pretrained GeM features concatenated to the trained embedding for kNN (an ensemble member, see ensemble_mode concat; 0 = the trained model alone); elsewhere list its saved model as an `ensemble` member
 
     # --- I/O --------------------------------------------------------------------------------
 

@@ -5,10 +5,10 @@
       -> train with configs/demo.yaml                                   out/run/
       -> embed + kNN -> recognition submission (validated)              out/submission.csv
                      -> retrieval submission (validated)                out/retrieval_submission.csv
-      -> GAP and mAP@100 of the trained model, of the same network untrained (same config,
-         same seed, weights never updated) and of the backbone's own GeM features (its
-         pretrained weights, no head); how many of the real second photographs are
-         recognised                                                     out/metrics.json
+      -> GAP and mAP@100 (seen landmarks) and mAP@100 on the landmarks training never saw,
+         of the trained model, of the same network untrained (same config, same seed, weights
+         never updated) and of the backbone's own GeM features (its pretrained weights, no
+         head); how many of the real second photographs are found   out/metrics.json
       -> out/retrieval_grid.png and out/curves.png
 
 Every step is a call to the stage's public function (prepare, train, run_inference, the
@@ -39,9 +39,15 @@ METRIC_KEYS = (
     "map@100_untrained",
     "gap_backbone_gem",
     "map@100_backbone_gem",
+    "map@100_unseen",
+    "map@100_unseen_untrained",
+    "map@100_unseen_backbone_gem",
+    "unseen_landmarks",
     "real_photos",
     "real_photos_backbone_gem",
     "real_photos_total",
+    "real_photos_unseen",
+    "real_photos_unseen_total",
 )
 
 
@@ -55,10 +61,13 @@ def run_demo(
     log: Callable[[str], None] = print,
 ) -> dict:
     """Run the demo flow into `out_dir`; returns the metrics written to out_dir/metrics.json
-    (METRIC_KEYS): GAP and mAP@100 (floats in [0, 1]) of the trained model, of the same network
-    untrained (`_untrained`) and of the backbone's GeM features (`_backbone_gem`); and
-    `real_photos` (`real_photos_backbone_gem`): how many of the `real_photos_total` real second
-    photographs get their landmark as the top recognition prediction.
+    (METRIC_KEYS): GAP and mAP@100 on the seen landmarks and `map@100_unseen` on the
+    `unseen_landmarks` (how many landmarks have no train/ images) (floats in [0, 1]) of the
+    trained model, of the same network untrained (`_untrained`) and of the backbone's GeM
+    features (`_backbone_gem`); and `real_photos` (`real_photos_backbone_gem`): how many of the
+    `real_photos_total` real second photographs are found: a seen landmark's when its landmark
+    is the top recognition prediction, an unseen landmark's when its first retrieval result is
+    an index image of its landmark (`real_photos_unseen` of `real_photos_unseen_total`).
 
     `overrides` are `key=value` config settings applied after `config_path` (e.g. a smaller
     image_size or fewer epochs). The run folder out_dir/run is trained afresh on every call;
@@ -68,6 +77,10 @@ def run_demo(
     if not Path(config_path).is_file():
         raise ConfigError(f"demo config not found: {config_path} (run from the repository root)")
     config = Config.load(config_path, overrides)
+    if not 0.0 <= config.backbone_gem_weight < 1.0:
+        raise ConfigError(
+            f"backbone_gem_weight must be in [0, 1), got {config.backbone_gem_weight}"
+        )
     records_dir = out / "tfrecords"
     config.update(
         {
@@ -81,9 +94,10 @@ def run_demo(
     )
 
     _ensure_data(data_dir, log)
-    from landmarks.data.demo import real_photo_queries
+    from landmarks.data.demo import real_photo_queries, unseen_landmarks
 
     real = real_photo_queries(data_dir)  # checked before the long steps
+    unseen = unseen_landmarks(data_dir)
     _prepare_records(config, workers, log)
 
     run_dir = Path(config.run_dir)
@@ -96,15 +110,21 @@ def run_demo(
     train(config)
     trained = Config.load(str(run_dir / "config.yaml"))  # the resolved config (num_classes...)
 
-    log("== inference with the trained model")
-    scores = _infer_and_score(trained, out, log)
+    gem = _baseline_config(trained, out / "backbone_gem", build_backbone_gem(trained))
+    mixed = with_backbone_gem(trained, gem.model_path)
+    log(
+        "== inference with the trained model"
+        + (f" (+ backbone GeM at weight {trained.backbone_gem_weight:g})" if mixed.ensemble else "")
+    )
+    scores = infer_and_score(mixed, out, log)
     log("== inference with the same network untrained")
     untrained = _baseline_config(trained, out / "untrained", _untrained_model(trained))
-    baseline = _infer_and_score(untrained, out / "untrained", log)
+    baseline = infer_and_score(untrained, out / "untrained", log)
     log("== inference with the backbone's own GeM features (no head, no training)")
-    gem = _baseline_config(trained, out / "backbone_gem", build_backbone_gem(trained))
-    gem_scores = _infer_and_score(gem, out / "backbone_gem", log)
+    gem_scores = infer_and_score(gem, out / "backbone_gem", log)
 
+    unseen_truth = read_unseen_truth(config.data_dir)
+    found = found_real_photos(out, real, unseen_truth)
     metrics = {
         "gap": scores["gap"],
         "map@100": scores["map@100"],
@@ -112,27 +132,49 @@ def run_demo(
         "map@100_untrained": baseline["map@100"],
         "gap_backbone_gem": gem_scores["gap"],
         "map@100_backbone_gem": gem_scores["map@100"],
-        "real_photos": _recognised(out / "submission.csv", real),
-        "real_photos_backbone_gem": _recognised(out / "backbone_gem" / "submission.csv", real),
+        "map@100_unseen": scores["map@100_unseen"],
+        "map@100_unseen_untrained": baseline["map@100_unseen"],
+        "map@100_unseen_backbone_gem": gem_scores["map@100_unseen"],
+        "unseen_landmarks": len(unseen),
+        "real_photos": sum(found.values()),
+        "real_photos_backbone_gem": sum(
+            found_real_photos(out / "backbone_gem", real, unseen_truth).values()
+        ),
         "real_photos_total": len(real),
+        "real_photos_unseen": sum(found[q] for q in real if q in unseen_truth),
+        "real_photos_unseen_total": sum(1 for q in real if q in unseen_truth),
     }
     write_text_atomic(str(out / "metrics.json"), json.dumps(metrics, indent=2) + "\n")
-    _plots(run_dir, out, config.data_dir, log)
-    log(
-        f"GAP {metrics['gap']:.4f} (untrained {metrics['gap_untrained']:.4f}, backbone GeM "
-        f"{metrics['gap_backbone_gem']:.4f}), mAP@100 {metrics['map@100']:.4f} (untrained "
-        f"{metrics['map@100_untrained']:.4f}, backbone GeM {metrics['map@100_backbone_gem']:.4f}), "
-        f"real photographs recognised {metrics['real_photos']}/{metrics['real_photos_total']} "
-        f"(backbone GeM {metrics['real_photos_backbone_gem']})"
-    )
+    _plots(mixed, out, log)
+    log(summary_line(metrics))
     log(f"wrote {out / 'submission.csv'}, {out / 'metrics.json'}, retrieval_grid.png, curves.png")
     return metrics
 
 
-def _ensure_data(data_dir: str, log) -> None:
-    from landmarks.data.demo import MARKER, build_demo_data
+def summary_line(metrics: dict) -> str:
+    """The demo's last line: seen-landmark GAP and mAP@100, unseen-landmark mAP@100, each
+    beside the untrained network's and the backbone GeM's, and the real photographs found."""
 
-    if (Path(data_dir) / MARKER).is_file():
+    def three(key: str) -> str:
+        return (
+            f"{metrics[key]:.4f} (untrained {metrics[key + '_untrained']:.4f}, backbone GeM "
+            f"{metrics[key + '_backbone_gem']:.4f})"
+        )
+
+    return (
+        f"seen landmarks: GAP {three('gap')}, mAP@100 {three('map@100')}; "
+        f"{metrics['unseen_landmarks']} unseen landmarks: mAP@100 {three('map@100_unseen')}; "
+        f"real photographs found {metrics['real_photos']}/{metrics['real_photos_total']} "
+        f"({metrics['real_photos_unseen']}/{metrics['real_photos_unseen_total']} of unseen "
+        f"landmarks, by retrieval; backbone GeM {metrics['real_photos_backbone_gem']})"
+    )
+
+
+def _ensure_data(data_dir: str, log) -> None:
+    from landmarks.data.demo import FORMAT, MARKER, build_demo_data
+
+    marker = Path(data_dir) / MARKER
+    if marker.is_file() and json.loads(marker.read_text()).get("format") == FORMAT:
         return
     log(f"== building mini-landmarks in {data_dir}")
     build_demo_data(data_dir, seed=0, log=log)
@@ -151,6 +193,24 @@ def _prepare_records(config: Config, workers: int, log) -> None:
             holdout=HOLDOUT if split == "train" else 0.0,
             seed=config.seed,
         )
+
+
+def with_backbone_gem(trained: Config, gem_model_path: str) -> Config:
+    """The trained run's config for inference: unchanged when its `backbone_gem_weight` is 0,
+    else a two-member `concat` ensemble of its embed_model.keras (weight 1 - w) and the
+    backbone GeM model at `gem_model_path` (weight w), cached in the run folder's
+    embeddings/run and embeddings/backbone_gem."""
+    weight = trained.backbone_gem_weight
+    if weight == 0:
+        return trained
+    mixed = Config.from_dict(trained.to_dict(), source="demo")
+    trained_path = str(Path(trained.run_dir) / "embed_model.keras")
+    members = [
+        {"name": "run", "model_path": trained_path, "weight": 1.0 - weight},
+        {"name": "backbone_gem", "model_path": gem_model_path, "weight": weight},
+    ]
+    mixed.update({"ensemble": members, "ensemble_mode": "concat"}, source="demo")
+    return mixed
 
 
 def _untrained_model(trained: Config):
@@ -180,8 +240,10 @@ def _baseline_config(trained: Config, folder: Path, embed_model) -> Config:
     return baseline
 
 
-def _infer_and_score(config: Config, out: Path, log) -> dict:
-    """Recognition and retrieval submissions in `out`, scored against the demo's solutions."""
+def infer_and_score(config: Config, out: Path, log) -> dict:
+    """Recognition and retrieval submissions in `out`, scored against the demo's solutions:
+    {"gap", "map@100"} (seen landmarks), "map@100_unseen"}."""
+    from landmarks.data.demo import UNSEEN_SOLUTION
     from landmarks.evaluation import evaluate_files
     from landmarks.inference.run import run_inference_tasks
 
@@ -198,26 +260,56 @@ def _infer_and_score(config: Config, out: Path, log) -> dict:
         "map@100": evaluate_files(
             "retrieval", str(retrieval), str(data / "retrieval_solution.csv")
         )["map@100"],
+        "map@100_unseen": evaluate_files("retrieval", str(retrieval), str(data / UNSEEN_SOLUTION))[
+            "map@100"
+        ],
     }
 
 
-def _recognised(submission: Path, truth: dict[str, int]) -> int:
-    """How many queries of `truth` ({id: landmark_id}) have that landmark as their prediction."""
-    from landmarks.submission import read_recognition_submission
+def read_unseen_truth(data_dir: str) -> dict[str, list[str]]:
+    """{unseen landmark's test query: its relevant index ids}."""
+    from landmarks.data.demo import UNSEEN_SOLUTION
+    from landmarks.metrics import read_retrieval_solution
 
-    predicted = read_recognition_submission(str(submission))
-    return sum(
-        1 for query, landmark in truth.items() if (predicted.get(query) or (None,))[0] == landmark
-    )
+    return read_retrieval_solution(str(Path(data_dir) / UNSEEN_SOLUTION))
 
 
-def _plots(run_dir: Path, out: Path, data_dir: str, log) -> None:
+def found_real_photos(
+    folder: Path, real: dict[str, int], unseen_truth: dict[str, list[str]]
+) -> dict[str, bool]:
+    """{real photograph query: found} for the submissions in `folder`: a seen landmark's query
+    is found when its top recognition prediction is its landmark (`real`: {id: landmark_id});
+    an unseen landmark's (in `unseen_truth`) when its first retrieval result is relevant."""
+    from landmarks.submission import read_recognition_submission, read_retrieval_submission
+
+    predicted = read_recognition_submission(str(folder / "submission.csv"))
+    ranked = read_retrieval_submission(str(folder / "retrieval_submission.csv"))
+    return {
+        query: (
+            bool(ranked.get(query)) and ranked[query][0] in set(unseen_truth[query])
+            if query in unseen_truth
+            else (predicted.get(query) or (None,))[0] == landmark
+        )
+        for query, landmark in real.items()
+    }
+
+
+def _plots(config: Config, out: Path, log) -> None:
+    """curves.png from the run folder; retrieval_grid.png of the scored submission, with the
+    similarities of the embeddings it searched (each member's, weighted, for a mix)."""
+    run_dir = Path(config.run_dir)
     shutil.copyfile(run_dir / "curves.png", out / "curves.png")
+    embeddings = [(str(run_dir / "embeddings"), 1.0)]
+    if config.ensemble:
+        embeddings = [
+            (str(run_dir / "embeddings" / member["name"]), member["weight"])
+            for member in config.ensemble
+        ]
     retrieval_grid(
         str(out / "retrieval_submission.csv"),
-        data_dir,
+        config.data_dir,
         str(out / "retrieval_grid.png"),
-        embeddings_dir=str(run_dir / "embeddings"),
+        embeddings=embeddings,
     )
     log(f"plots: {out / 'curves.png'}, {out / 'retrieval_grid.png'}")
 
@@ -263,56 +355,80 @@ def retrieval_grid(
     data_dir: str,
     out_png: str,
     *,
-    embeddings_dir: str | None = None,
+    embeddings: list[tuple[str, float]] | None = None,
     rows: int = 6,
+    unseen_rows: int = 4,
 ) -> list[str]:
     """retrieval_grid.png: representative test queries of a retrieval submission (chosen by
     `choose_grid_queries`: some hits, some misses) with their top-5 index images, each framed
-    green when relevant (retrieval_solution.csv) and red otherwise, captioned with its rank,
-    its cosine similarity to the query (from embeddings_dir/test.npz and index.npz, when
-    given) and its landmark's name (landmarks.csv when the data folder has it, else the
-    landmark id; index images relevant to no query are distractors). Returns the query ids
-    shown.
+    green when relevant and red otherwise, captioned with its rank, its cosine similarity to
+    the query (from test.npz and index.npz in each (folder, weight) of `embeddings`, when
+    given: the weighted mean of their cosine similarities) and its landmark's name
+    (landmarks.csv when the data folder has it, else the landmark id; index images relevant to
+    no query are distractors). `rows` queries of the seen landmarks (retrieval_solution.csv),
+    then, when the data folder has retrieval_solution_unseen.csv, `unseen_rows` queries of the
+    landmarks training never saw, titled "unseen landmark". Returns the query ids shown.
     """
+    from landmarks.data.demo import UNSEEN_SOLUTION
     from landmarks.data.gldv2 import image_path
-    from landmarks.metrics import read_recognition_solution, read_retrieval_solution
+    from landmarks.metrics import read_retrieval_solution
     from landmarks.plots import plot_retrieval_grid
     from landmarks.submission import read_retrieval_submission
 
+    data = Path(data_dir)
     ranked = read_retrieval_submission(submission)
-    relevant = read_retrieval_solution(str(Path(data_dir) / "retrieval_solution.csv"))
-    query_landmarks = read_recognition_solution(str(Path(data_dir) / "recognition_solution.csv"))
-    names = _landmark_names(Path(data_dir) / "landmarks.csv")
-    similarity = _similarity(embeddings_dir) if embeddings_dir else None
-    top = (
-        {q: similarity(q, ranked[q][0]) for q in relevant if q in ranked and ranked[q]}
-        if similarity
-        else None
-    )
-    chosen = choose_grid_queries(ranked, relevant, rows, top)
+    groups = [("", read_retrieval_solution(str(data / "retrieval_solution.csv")), rows)]
+    if (data / UNSEEN_SOLUTION).is_file():
+        unseen = read_retrieval_solution(str(data / UNSEEN_SOLUTION))
+        groups.append(("unseen landmark ", unseen, unseen_rows))
+    query_landmarks = _query_landmarks(str(data / "recognition_solution.csv"))
+    names = _landmark_names(data / "landmarks.csv")
+    similarity = _similarity(embeddings) if embeddings else None
+
+    chosen: list[str] = []
+    titles: list[str] = []
+    index_landmarks: dict[str, int] = {}
+    for prefix, relevant, count in groups:
+        top = (
+            {q: similarity(q, ranked[q][0]) for q in relevant if q in ranked and ranked[q]}
+            if similarity
+            else None
+        )
+        picked = choose_grid_queries(ranked, relevant, count, top)
+        chosen += picked
+        titles += [prefix + _grid_title(ranked[q], relevant[q]) for q in picked]
+        for query, images in relevant.items():
+            index_landmarks.update(dict.fromkeys(images, query_landmarks[query]))
 
     def name(landmark) -> str | int:
         return names.get(landmark, landmark) if landmark is not None else "distractor"
 
-    index_landmarks = {
-        image: query_landmarks[q][0]
-        for q, images in relevant.items()
-        if query_landmarks.get(q)
-        for image in images
-    }
     shown = {q: ranked[q][:GRID_NEIGHBOURS] for q in chosen}
     plot_retrieval_grid(
         [image_path(data_dir, "test", q) for q in chosen],
         [[image_path(data_dir, "index", image) for image in shown[q]] for q in chosen],
         out_png,
-        query_labels=[name(query_landmarks[q][0]) for q in chosen],
+        query_labels=[name(query_landmarks[q]) for q in chosen],
         neighbour_labels=[[name(index_landmarks.get(i)) for i in shown[q]] for q in chosen],
         similarities=[[similarity(q, i) for i in shown[q]] for q in chosen] if similarity else None,
-        titles=[_grid_title(ranked[q], relevant[q]) for q in chosen],
+        titles=titles,
         heading=f"{len(chosen)} test queries and their top {GRID_NEIGHBOURS} index images "
         "(green: relevant); hits and misses, each spread from the most to the least confident",
     )
     return chosen
+
+
+def _query_landmarks(recognition_solution: str) -> dict[str, int]:
+    """{landmark query: its landmark id} from a recognition solution, its Ignored rows too
+    (mini-landmarks names the unseen landmarks' queries there without scoring them)."""
+    from landmarks.submission import read_csv_columns
+
+    table = read_csv_columns(recognition_solution, ("id", "landmarks", "Usage"))
+    return {
+        query: int(value.split()[0])
+        for query, value in zip(table["id"], table["landmarks"], strict=True)
+        if value.strip()
+    }
 
 
 def _grid_title(ranking: list[str], relevant: list[str]) -> str:
@@ -332,14 +448,21 @@ def _landmark_names(path: Path) -> dict[int, str]:
     return dict(zip(table["landmark_id"].astype(int), table["name"].astype(str), strict=True))
 
 
-def _similarity(embeddings_dir: str):
-    """(test id, index id) -> cosine similarity, from the saved test and index embeddings."""
+def _similarity(embeddings: list[tuple[str, float]]):
+    """(test id, index id) -> the weighted mean, over (folder, weight) of `embeddings` (weights
+    normalised to sum 1), of the cosine similarities of their saved test and index embeddings:
+    the similarity a concat ensemble searches with (landmarks.inference.ensemble)."""
     from landmarks.inference.embedding import load_embeddings
 
-    test = load_embeddings(str(Path(embeddings_dir) / "test.npz"))
-    index = load_embeddings(str(Path(embeddings_dir) / "index.npz"))
-    test_rows = {image: row for row, image in enumerate(test.ids)}
-    index_rows = {image: row for row, image in enumerate(index.ids)}
-    return lambda query, image: float(
-        test.vectors[test_rows[query]] @ index.vectors[index_rows[image]]
+    total = sum(weight for _, weight in embeddings)
+    parts = []
+    for folder, weight in embeddings:
+        test = load_embeddings(str(Path(folder) / "test.npz"))
+        index = load_embeddings(str(Path(folder) / "index.npz"))
+        test_rows = {image: row for row, image in enumerate(test.ids)}
+        index_rows = {image: row for row, image in enumerate(index.ids)}
+        parts.append((weight / total, test, index, test_rows, index_rows))
+    return lambda query, image: sum(
+        float(weight * (test.vectors[test_rows[query]] @ index.vectors[index_rows[image]]))
+        for weight, test, index, test_rows, index_rows in parts
     )

@@ -7,16 +7,29 @@ test/. The hardest test queries are the real second photographs of seven landmar
 other monuments, animals and texture crops are non-landmark queries (empty ground truth), and
 some also sit in index/ as retrieval distractors.
 
+A quarter of the landmarks (UNSEEN_SHARE: 12 of the 49), chosen by the seed, are *unseen*: they
+have no train/ images, only index/ and test/ ones, as in GLDv2's retrieval task, where the
+embedding must rank places training never showed. Half of the landmarks with a real second
+photograph (rounded down: 3 of 7) are among them. Recognition scores the seen landmarks only
+(unseen queries are Ignored rows that still name their landmark); retrieval_solution.csv scores
+the seen landmarks' queries and retrieval_solution_unseen.csv the unseen ones'.
+
     out_dir/
-      train.csv                 id,landmark_id          (16-hex-digit ids)
+      train.csv                 id,landmark_id          (16-hex-digit ids; seen landmarks)
       train/a/b/c/<id>.jpg      also test/... and index/...
-      recognition_solution.csv  id,landmarks,Usage      (landmarks empty for non-landmarks)
+      recognition_solution.csv  id,landmarks,Usage      (landmarks empty for non-landmarks;
+                                                          Usage Ignored for unseen landmarks)
       retrieval_solution.csv    id,images,Usage         (index ids of the same landmark;
-                                                          Usage Ignored where there are none)
+                                                          Usage Ignored where there are none
+                                                          and for unseen landmarks)
+      retrieval_solution_unseen.csv  id,images,Usage    (the same, scoring the unseen
+                                                          landmarks' queries only)
       sample_submission.csv     id,landmarks            ("<landmark_id> <confidence>")
-      landmarks.csv             landmark_id,name,source_file,author,license,url
+      landmarks.csv             landmark_id,name,source_file,author,license,url (all, seen
+                                                          and unseen)
       credits.csv               every source photograph used: role, file, author, licence, url
-      mini-landmarks.json       the build settings and counts; written last (marks a complete build)
+      mini-landmarks.json       the build settings, counts and the unseen landmark ids;
+                                written last (marks a complete build)
 
 The same seed gives byte-identical files: each image draws from its own numpy Generator seeded
 by (seed, split, photo, view), and ids are hashes of the same. The build happens in a hidden
@@ -47,8 +60,10 @@ MAX_SIDE = 384  # px, longest side of every image written
 MIN_SIDE = 224  # px, smallest longest side of a synthetic view
 INDEX_VIEWS = 3  # views per landmark in index/
 TEST_VIEWS = 2  # views per landmark in test/
+UNSEEN_SHARE = 0.25  # of the landmarks (rounded): no train/ images, only index/ and test/
+UNSEEN_SOLUTION = "retrieval_solution_unseen.csv"
 MARKER = "mini-landmarks.json"
-FORMAT = 1
+FORMAT = 2  # 2: unseen landmarks
 
 
 @dataclass(frozen=True)
@@ -86,8 +101,10 @@ def build_demo_data(
     log: Callable[[str], None] = print,
 ) -> dict:
     """Build mini-landmarks into `out_dir` and return its summary:
-    {"source", "source_detail", "seed", "views_per_landmark", "landmarks", "counts": {"train",
-    "index", "test"}, "test_landmark_queries", "test_non_landmark_queries", "out_dir"}.
+    {"source", "source_detail", "seed", "views_per_landmark", "landmarks" (all of them),
+    "train_landmarks" (the seen ones), "unseen_landmarks" (sorted ids), "counts": {"train",
+    "index", "test"}, "test_landmark_queries", "test_unseen_queries" (of those, the unseen
+    landmarks' queries), "test_non_landmark_queries", "out_dir"}.
 
     `out_dir` must be absent, empty, or a previous mini-landmarks build (which is replaced);
     anything else raises DataError rather than deleting someone's files. `source` is "auto"
@@ -108,10 +125,13 @@ def build_demo_data(
     try:
         photos = load_photos(source, cache_dir=cache_dir, log=log)
         landmark_ids = _landmark_ids(len(photos.landmarks), seed)
-        items = _plan(photos, landmark_ids, seed, views_per_landmark)
+        unseen = _unseen_landmarks(photos, landmark_ids, seed)
+        items = _plan(photos, landmark_ids, unseen, seed, views_per_landmark)
         for item in items:
             _write_image(staging, item)
-        summary = _write_tables(staging, photos, landmark_ids, items, seed, views_per_landmark)
+        summary = _write_tables(
+            staging, photos, landmark_ids, unseen, items, seed, views_per_landmark
+        )
         _replace(staging, out_dir)
     finally:
         if staging.exists():
@@ -119,7 +139,8 @@ def build_demo_data(
     summary["out_dir"] = str(out_dir)
     counts = summary["counts"]
     log(
-        f"mini-landmarks ({summary['source']}): {summary['landmarks']} landmarks, "
+        f"mini-landmarks ({summary['source']}): {summary['landmarks']} landmarks "
+        f"({len(summary['unseen_landmarks'])} unseen in training), "
         f"{counts['train']} train, {counts['index']} index, {counts['test']} test images "
         f"in {out_dir}"
     )
@@ -131,7 +152,8 @@ def real_photo_queries(data_dir: str | Path) -> dict[str, int]:
     views): {image id: landmark_id}, 7 for the gcompris build.
 
     Their ids follow from the build's seed (mini-landmarks.json) and the photos named
-    "second photograph" in credits.csv; the landmark comes from recognition_solution.csv.
+    "second photograph" in credits.csv; the landmark comes from recognition_solution.csv (its
+    Ignored rows too: the real photographs of unseen landmarks are among them).
     DataError naming the file when the folder is not a complete mini-landmarks build.
     """
     root = Path(data_dir)
@@ -156,6 +178,21 @@ def real_photo_queries(data_dir: str | Path) -> dict[str, int]:
             )
         queries[found[0]] = int(solution[found[0]])
     return queries
+
+
+def unseen_landmarks(data_dir: str | Path) -> list[int]:
+    """The ids of the landmarks left out of train/ (sorted), from mini-landmarks.json.
+    DataError naming the file when it is missing or from a build before unseen landmarks."""
+    marker = Path(data_dir) / MARKER
+    if not marker.is_file():
+        raise DataError(f"{marker}: missing; {data_dir} is not a complete mini-landmarks build")
+    summary = json.loads(marker.read_text())
+    if "unseen_landmarks" not in summary:
+        raise DataError(
+            f"{marker}: built before unseen landmarks (format {summary.get('format')}); rebuild "
+            f"it: python -m landmarks demo-data --out {data_dir}"
+        )
+    return [int(landmark) for landmark in summary["unseen_landmarks"]]
 
 
 def image_path(split: str, image_id: str) -> str:
@@ -205,13 +242,29 @@ def _landmark_ids(count: int, seed: int) -> list[int]:
     return [int(i) for i in rng.choice(np.arange(1, 200_000), size=count, replace=False)]
 
 
+def _unseen_landmarks(photos: PhotoSet, landmark_ids: list[int], seed: int) -> set[int]:
+    """The landmarks left out of train/: round(UNSEEN_SHARE x their number), drawn by `seed`;
+    half of those with a real second photograph (rounded down) are among them, so that the
+    real photographs test both recognition (seen) and retrieval of a new place (unseen)."""
+    rng = np.random.default_rng([seed, 0x05EE])
+    with_second = [i for i, p in enumerate(photos.landmarks) if photos.second_photos.get(p.key)]
+    others = sorted(set(range(len(photos.landmarks))) - set(with_second))
+    total = round(UNSEEN_SHARE * len(photos.landmarks))
+    from_second = min(len(with_second) // 2, total)
+    chosen = rng.permutation(with_second)[:from_second].tolist()
+    chosen += rng.permutation(others)[: total - from_second].tolist()
+    return {landmark_ids[i] for i in chosen}
+
+
 def _image_id(seed: int, split: str, photo_key: str, kind: str, view: int) -> str:
     text = f"mini-landmarks/{seed}/{split}/{photo_key}/{kind}/{view}"
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def _plan(photos: PhotoSet, landmark_ids: list[int], seed: int, views: int) -> list[_Item]:
-    """Every image of the data set, in a fixed order."""
+def _plan(
+    photos: PhotoSet, landmark_ids: list[int], unseen: set[int], seed: int, views: int
+) -> list[_Item]:
+    """Every image of the data set, in a fixed order; no train/ images of `unseen` landmarks."""
     items: list[_Item] = []
 
     def add(split, photo, style, kind, view, landmark_id):
@@ -220,7 +273,7 @@ def _plan(photos: PhotoSet, landmark_ids: list[int], seed: int, views: int) -> l
         items.append(_Item(split, image_id, photo, style, entropy, landmark_id))
 
     for photo, landmark_id in zip(photos.landmarks, landmark_ids, strict=True):
-        for view in range(views):
+        for view in range(0 if landmark_id in unseen else views):
             add("train", photo, VIEW, "view", view, landmark_id)
         for view in range(INDEX_VIEWS):
             add("index", photo, VIEW, "view", view, landmark_id)
@@ -352,6 +405,7 @@ def _write_tables(
     root: Path,
     photos: PhotoSet,
     landmark_ids: list[int],
+    unseen: set[int],
     items: list[_Item],
     seed: int,
     views: int,
@@ -369,21 +423,29 @@ def _write_tables(
         if item.landmark_id is not None:
             index_of.setdefault(item.landmark_id, []).append(item.image_id)
     test = sorted(by_split["test"], key=lambda i: i.image_id)
-    recognition, retrieval, sample = [], [], []
+    seen_ids = [landmark for landmark in landmark_ids if landmark not in unseen]
+    recognition, retrieval, retrieval_unseen, sample = [], [], [], []
     rng = np.random.default_rng([seed, 0x5A3])
     for item in test:
         usage = _usage(item.image_id)
         if item.landmark_id is None:
             recognition.append([item.image_id, "", usage])
             retrieval.append([item.image_id, "", "Ignored"])
+            retrieval_unseen.append([item.image_id, "", "Ignored"])
         else:
-            recognition.append([item.image_id, str(item.landmark_id), usage])
+            # Ignored rows keep their truth: the landmark and its index images, not scored.
+            is_unseen = item.landmark_id in unseen
             images = " ".join(sorted(index_of[item.landmark_id]))
-            retrieval.append([item.image_id, images, usage])
-        guess = landmark_ids[int(rng.integers(len(landmark_ids)))]
+            recognition.append(
+                [item.image_id, str(item.landmark_id), "Ignored" if is_unseen else usage]
+            )
+            retrieval.append([item.image_id, images, "Ignored" if is_unseen else usage])
+            retrieval_unseen.append([item.image_id, images, usage if is_unseen else "Ignored"])
+        guess = seen_ids[int(rng.integers(len(seen_ids)))]
         sample.append([item.image_id, f"{guess} {rng.uniform(0, 1):.4f}"])
     _write_csv(root / "recognition_solution.csv", ["id", "landmarks", "Usage"], recognition)
     _write_csv(root / "retrieval_solution.csv", ["id", "images", "Usage"], retrieval)
+    _write_csv(root / UNSEEN_SOLUTION, ["id", "images", "Usage"], retrieval_unseen)
     _write_csv(root / "sample_submission.csv", ["id", "landmarks"], sample)
 
     landmark_rows = sorted(
@@ -416,8 +478,12 @@ def _write_tables(
         "seed": seed,
         "views_per_landmark": views,
         "landmarks": len(landmark_ids),
+        "train_landmarks": len(seen_ids),
+        "unseen_landmarks": sorted(unseen),
+        "unseen_share": UNSEEN_SHARE,
         "counts": {split: len(by_split[split]) for split in ("train", "index", "test")},
         "test_landmark_queries": sum(i.landmark_id is not None for i in queries),
+        "test_unseen_queries": sum(i.landmark_id in unseen for i in queries),
         "test_non_landmark_queries": sum(i.landmark_id is None for i in queries),
     }
     (root / MARKER).write_text(json.dumps(summary, indent=1, sort_keys=True) + "\n")
