@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 import yaml
 from cli_helpers import infer
+from fs_helpers import files_under
 
 from landmarks.cli import main
 from landmarks.errors import DataError
@@ -75,7 +76,7 @@ def exported(run_folder, tmp_path_factory):
 
 
 def test_the_export_holds_what_inference_needs_and_nothing_else(exported, run_folder, mini_records):
-    files = sorted(str(p.relative_to(exported)) for p in exported.rglob("*") if p.is_file())
+    files = files_under(exported)
     assert files == [
         "config.yaml",
         "embed_model.keras",

@@ -14,6 +14,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from fs_helpers import files_under
 from training_helpers import read_only as _read_only
 from training_helpers import snapshot as _snapshot
 
@@ -51,7 +52,7 @@ def test_a_read_only_run_folder_is_copied_into_an_empty_working_folder(tmp_path)
     account = continue_from(str(source), str(run_dir), log=lambda _: None)
 
     assert "copied 5 files" in account and "epoch 2" in account
-    copied = sorted(str(p.relative_to(run_dir)) for p in run_dir.rglob("*") if p.is_file())
+    copied = files_under(run_dir)
     assert copied == [
         "checkpoints/checkpoint",
         "checkpoints/ckpt-2.index",
