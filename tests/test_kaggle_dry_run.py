@@ -229,6 +229,7 @@ def test_kaggle_dry_run_two_sessions_and_a_hidden_test_set(mini_landmarks, tmp_p
         "embed_model.keras",
         "embeddings",
         "embeddings/train.npz",
+        "export.json",  # the mark that lets a later export replace this one
         "label_map.csv",
     ]
     run_v1 = _attach(run, input_dir, "gldv2-dolg-run-v1")
