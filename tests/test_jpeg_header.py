@@ -184,9 +184,10 @@ def test_sound_scan_data_passes(name):
 
 
 def test_every_mini_landmarks_photo_passes(mini_landmarks):
-    """No false alarm on 924 real JPEGs (camera photos re-saved by the demo builder)."""
+    """No false alarm on 780 real JPEGs (camera photos re-saved by the demo builder: 444 train,
+    179 index, 157 test)."""
     paths = sorted(mini_landmarks.glob("*/*/*/*/*.jpg"))
-    assert len(paths) > 900
+    assert len(paths) > 700
     assert [p.name for p in paths if scan_data_problem(p.read_bytes())] == []
 
 
