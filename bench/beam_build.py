@@ -29,7 +29,7 @@ import os
 import shutil
 import time
 
-from sources import build_inputs
+from sources import build_inputs, print_rates
 
 TWO_WORKERS = ["--direct_num_workers=2", "--direct_running_mode=multi_processing"]
 
@@ -87,12 +87,7 @@ def main() -> None:
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
-    print(
-        f"images: {n} ({len(base)} {args.source} x {args.repeat}), shards: {args.shards}, "
-        f"cpus: {os.cpu_count()}, load: {os.getloadavg()[0]:.1f}"
-    )
-    for name, value in rates.items():
-        print(f"{name:>12}: {value:8.1f} images/s per worker")
+    print_rates(n, len(base), args, rates, "images/s per worker", f"shards: {args.shards}, ")
     for name in ("l1", "b1", "cl1", "cb1"):
         print(f"{name:>12}: {cpu_rates[name]:8.1f} images per CPU-second (1 worker, in process)")
     ratios = {

@@ -27,7 +27,7 @@ import shutil
 import time
 
 import pandas as pd
-from sources import build_inputs
+from sources import build_inputs, print_rates
 
 
 def plain_loop(table: pd.DataFrame, out_path: str, image_size: int) -> None:
@@ -95,12 +95,7 @@ def main() -> None:
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
-    print(
-        f"images: {n} ({len(base)} {args.source} x {args.repeat}), cpus: {os.cpu_count()}, "
-        f"load: {os.getloadavg()[0]:.1f}"
-    )
-    for name, rate in rates.items():
-        print(f"{name:>10}: {rate:8.1f} images/s")
+    print_rates(n, len(base), args, rates, "images/s")
     ratios = {
         "source": args.source,
         "images": n,

@@ -48,6 +48,18 @@ def build_inputs(description: str, repeat: int, prefix: str):
     return args, work, base, repeated_table(base, args.repeat)
 
 
+def print_rates(images: int, base: int, args, rates: dict, unit: str, extra: str = "") -> None:
+    """The build benchmarks' report: what was built on this machine (images = `base` sources x
+    args.repeat, cpus, load average), then one line per rate, in `unit`."""
+    print(
+        f"images: {images} ({base} {args.source} x {args.repeat}), {extra}"
+        f"cpus: {os.cpu_count()}, load: {os.getloadavg()[0]:.1f}"
+    )
+    width = max(len(name) for name in rates) + 2
+    for name, value in rates.items():
+        print(f"{name:>{width}}: {value:8.1f} {unit}")
+
+
 def repeated_table(base: pd.DataFrame, repeat: int) -> pd.DataFrame:
     """`base` `repeat` times over, each copy's ids suffixed _0, _1, ... so that all differ."""
     return pd.concat(
