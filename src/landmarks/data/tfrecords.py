@@ -469,8 +469,9 @@ def build_result(out_dir: str, split: str, task_index: int, num_tasks: int) -> d
     from landmarks.data.shard_writer import BUILD_DIR, join
 
     if _missing_tasks(out_dir, split, num_tasks):
-        return json.loads(
-            read_text(join(join(out_dir, BUILD_DIR), _task_file(split, task_index, num_tasks)))
+        return _read_json_object(
+            join(join(out_dir, BUILD_DIR), _task_file(split, task_index, num_tasks)),
+            "rerun that task of prepare",
         )
     return read_manifest(out_dir)
 
