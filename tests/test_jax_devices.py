@@ -2,7 +2,8 @@
 pod slice: 4 devices each, JAX's CPU collectives, Keras' KERAS_DISTRIBUTION_* variables): the
 same losses and validation GAP as one device for the same global batches, checkpoints, one run
 folder written by process 0 alone, a SIGKILL that ends the other process within a bounded time,
-and a resume on one process with 4 devices.
+and a resume on one process with 4 devices that ends with the one-device run's losses and GAP
+(each epoch's batches depend on the seed and the epoch alone, not on where a run resumed).
 
 The same global batches: the worker turns the example shuffle buffer off and the records are 2
 shards of equal size. One process interleaves the two shards record by record, so each global
@@ -92,11 +93,15 @@ def _history(out: Path) -> list[dict]:
         return list(csv.DictReader(handle))
 
 
-def _assert_same_epochs(killed: list[dict], reference: list[dict]) -> None:
-    assert 1 <= len(killed) < 3, "the run finished before it was killed"
-    for row, expected in zip(killed, reference, strict=False):
+def _assert_same_epochs(rows: list[dict], reference: list[dict]) -> None:
+    """The epochs of `rows` have the reference's losses (to LOSS_RTOL) and validation GAP."""
+    for row, expected in zip(rows, reference, strict=False):
         assert float(row["loss"]) == pytest.approx(float(expected["loss"]), rel=LOSS_RTOL)
         assert float(row["val_gap"]) == pytest.approx(float(expected["val_gap"]), abs=1e-6)
+
+
+def _assert_killed_early(rows: list[dict]) -> None:
+    assert 1 <= len(rows) < 3, "the run finished before it was killed"
 
 
 def test_eight_devices_and_two_processes_match_one_device_and_resume_after_a_kill(
@@ -109,6 +114,7 @@ def test_eight_devices_and_two_processes_match_one_device_and_resume_after_a_kil
 
     eight = tmp_path / "eight"
     _kill_after_first_checkpoint([_start(mini_records, eight, "eight", _env(8))], eight)
+    _assert_killed_early(_history(eight))
     assert (
         "training on cpu x8 (jax, DataParallel), float32, global batch 16,"
         in (tmp_path / "eight.log").read_text()
@@ -127,6 +133,7 @@ def test_eight_devices_and_two_processes_match_one_device_and_resume_after_a_kil
         "training on cpu x8 (jax, DataParallel, 8 devices over 2 processes), float32, "
         "global batch 16 (8 per process)"
     ) in (tmp_path / "two-0.log").read_text()
+    _assert_killed_early(_history(two))
     _assert_same_epochs(_history(two), reference)
     # Process 0 wrote the run folder (history, checkpoint and index, config, best model);
     # process 1 wrote nothing under it, not even a folder.
@@ -143,6 +150,8 @@ def test_eight_devices_and_two_processes_match_one_device_and_resume_after_a_kil
     rows = _history(two)
     assert [int(r["step"]) for r in rows] == [STEPS, 2 * STEPS, 3 * STEPS]
     assert [r["learning_rate"] for r in rows] == [r["learning_rate"] for r in reference]
+    # the resumed epochs trained on the one-device run's batches from its state
+    _assert_same_epochs(rows, reference)
     for name in ("embed_model.keras", "best_embed_model.keras", "curves.png", "config.yaml"):
         assert (two / "run" / name).stat().st_size > 0, name
 

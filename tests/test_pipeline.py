@@ -1,5 +1,6 @@
-"""tf.data pipelines: static training shapes, seeded determinism, embedding order/remainder/flip,
-reading image files directly, in-graph cutout, and refusing host augmentation on TPU."""
+"""tf.data pipelines: static training shapes, seeded determinism (per iteration and per epoch),
+embedding order/remainder/flip, reading image files directly, in-graph cutout, and refusing host
+augmentation on TPU."""
 
 from __future__ import annotations
 
@@ -53,6 +54,55 @@ def test_same_seed_same_batches(train_files, mode):
     for (image_a, label_a), (image_b, label_b) in zip(a, b, strict=True):
         assert np.array_equal(image_a, image_b) and np.array_equal(label_a, label_b)
     assert not all(np.array_equal(x[0], y[0]) for x, y in zip(a, c, strict=True))
+
+
+def _batches(dataset) -> list[tuple[np.ndarray, np.ndarray]]:
+    return [(f["image"].numpy(), y.numpy()) for f, y in dataset]
+
+
+def _same(a: list, b: list) -> bool:
+    return len(a) == len(b) and all(
+        np.array_equal(x[0], y[0]) and np.array_equal(x[1], y[1])
+        for x, y in zip(a, b, strict=False)
+    )
+
+
+def test_a_seeded_dataset_gives_the_same_batches_each_time_it_is_iterated(train_files):
+    """Keras' fit on JAX iterates a dataset once to peek at a batch, then again to train; shuffles
+    that reshuffle on each iteration would make the second pass another order."""
+    dataset = pipeline.make_train_dataset(train_files, SIZE, 4, seed=3, shuffle_buffer=32)
+    first, second = _batches(dataset.take(3)), _batches(dataset.take(3))
+    assert _same(first, second)
+    passes = pipeline.make_train_dataset(train_files, SIZE, 8, seed=3, augment="none")
+    one_pass = len(read_records(train_files)) // 8
+    labels = [y for _, y in _batches(passes.take(2 * one_pass))]
+    # the next pass over the shards has its own order
+    assert not all(
+        np.array_equal(a, b) for a, b in zip(labels[:5], labels[one_pass:][:5], strict=True)
+    )
+
+
+def test_training_epochs_depend_on_seed_and_epoch_alone(train_files):
+    """Epochs 1-2 of a run resumed after epoch 0 are the batches of epochs 1-2 of the run from
+    the start; epochs differ from each other; each epoch starts a pass over the shards."""
+    options = dict(seed=7, steps_per_epoch=3, augment="tf", shuffle_buffer=32)
+    whole = pipeline.make_train_epochs(train_files, SIZE, 4, epochs=range(0, 3), **options)
+    resumed = pipeline.make_train_epochs(train_files, SIZE, 4, epochs=range(1, 3), **options)
+    assert whole.cardinality().numpy() == 9 and resumed.cardinality().numpy() == 6
+    whole, resumed = _batches(whole), _batches(resumed)
+    assert _same(whole[3:], resumed)
+    assert not _same(whole[0:3], whole[3:6])
+    alone = pipeline.make_train_dataset(
+        train_files, SIZE, 4, seed=pipeline.mixed_seed(7, 2), augment="tf", shuffle_buffer=32
+    )
+    assert _same(whole[6:], _batches(alone.take(3)))
+
+
+def test_mixed_seeds_are_unrelated_for_nearby_keys():
+    seeds = {pipeline.mixed_seed(seed, epoch) for seed in range(20) for epoch in range(20)}
+    assert len(seeds) == 400 and all(0 <= s < 2**31 for s in seeds)
+    assert pipeline.mixed_seed(42, 1) != pipeline.mixed_seed(43, 0)
+    assert pipeline.mixed_seed(42, 1) == pipeline.mixed_seed(42, 1)
 
 
 def test_finite_training_pass_drops_the_remainder(mini_records):

@@ -1,9 +1,9 @@
 """Training on mini-landmarks records: config errors, loss going down, run folder, and a run
-killed with SIGKILL that resumes at the right epoch with its schedule position intact."""
+killed with SIGKILL that resumes at the right epoch with its schedule position intact and ends
+with the uninterrupted run's losses and validation GAP."""
 
 from __future__ import annotations
 
-import csv
 import math
 import os
 import shutil
@@ -17,6 +17,7 @@ import yaml
 from training_helpers import (
     STEPS,
     checkpoint_numbers,
+    read_history,
     read_only,
     snapshot,
     tiny,
@@ -37,6 +38,11 @@ def records(mini_records) -> Path:
     return Path(mini_records)
 
 
+# A resumed run against the uninterrupted one, in another process on the same machine: the
+# same kernels on the same batches, so only a change of float32 summation order could differ.
+RESUME_LOSS_RTOL = 1e-6
+
+
 def reference_lr(step: int, config: Config) -> float:
     """Warmup + cosine, written out by hand (see landmarks.training.optimization.make_schedule)."""
     total = config.epochs * STEPS
@@ -46,11 +52,6 @@ def reference_lr(step: int, config: Config) -> float:
         return floor + (peak - floor) * step / warmup
     progress = (min(step, total) - warmup) / (total - warmup)
     return floor + (peak - floor) * 0.5 * (1 + math.cos(math.pi * progress))
-
-
-def read_history(run_dir: Path) -> list[dict]:
-    with open(run_dir / "history.csv", newline="") as handle:
-        return list(csv.DictReader(handle))
 
 
 # --- configuration errors, found before any model is built --------------------------------
@@ -203,6 +204,15 @@ def test_run_folder_holds_model_config_history_and_curves(trained_run):
     np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, rtol=1e-5)
 
 
+def assert_same_results(rows: list[dict], reference: list[dict]) -> None:
+    """history.csv rows with the losses (to RESUME_LOSS_RTOL) and validation GAP of the
+    uninterrupted run's: the resumed epochs trained on the same batches from the same state."""
+    assert [r["epoch"] for r in rows] == [r["epoch"] for r in reference]
+    for row, expected in zip(rows, reference, strict=True):
+        assert float(row["loss"]) == pytest.approx(float(expected["loss"]), rel=RESUME_LOSS_RTOL)
+        assert row["val_gap"] == expected["val_gap"]
+
+
 def _saved_step_and_epochs(checkpoint: Path) -> tuple[int, int]:
     """The optimizer's iterations (its first variable) and the finished epochs of a checkpoint
     file, read with h5py."""
@@ -215,11 +225,15 @@ def _saved_step_and_epochs(checkpoint: Path) -> tuple[int, int]:
 
 
 @pytest.mark.slow
-def test_killed_run_resumes_in_place_and_from_a_read_only_copy(records, tmp_path, capsys):
+def test_killed_run_resumes_in_place_and_from_a_read_only_copy(
+    records, trained_run, tmp_path, capsys
+):
     """SIGKILL after the first checkpoint; the same command resumes at the right epoch and
-    learning-rate step; a new session continues the killed run from a read-only copy."""
+    learning-rate step, and ends with the losses and validation GAP of the uninterrupted run
+    (`trained_run`, the same config); a new session continues the killed run from a read-only
+    copy, with the same results again."""
     epochs = 3
-    config = tiny(records, tmp_path / "out", epochs=epochs)
+    config = tiny(records, tmp_path / "out", epochs=epochs, validate_every=3)
     config_path = tmp_path / "run.yaml"
     config.save(str(config_path))
     run_dir = Path(config.run_dir)
@@ -256,11 +270,14 @@ def test_killed_run_resumes_in_place_and_from_a_read_only_copy(records, tmp_path
         f"ckpt-{epochs}.h5",
     ]
     assert (run_dir / "embed_model.keras").exists()
+    assert_same_results(rows, read_history(trained_run[1]))
 
     # the same killed run, continued in a new session from its read-only copy (resume_from)
     from landmarks.training.trainer import train
 
-    session2 = tiny(records, tmp_path / "session2", epochs=epochs, resume_from=str(attached))
+    session2 = tiny(
+        records, tmp_path / "session2", epochs=epochs, validate_every=3, resume_from=str(attached)
+    )
     continued = Path(train(session2, verbose=0))
     printed = capsys.readouterr().out
     assert "copied" in printed and str(attached) in printed
@@ -269,6 +286,7 @@ def test_killed_run_resumes_in_place_and_from_a_read_only_copy(records, tmp_path
         STEPS * e for e in range(1, epochs + 1)
     ]
     assert checkpoint_numbers(continued) == [epochs - 1, epochs]
+    assert_same_results(read_history(continued), read_history(trained_run[1]))
     assert (continued / "embed_model.keras").is_file()
     assert snapshot(attached) == before  # the attached copy is never written
 

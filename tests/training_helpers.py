@@ -4,6 +4,7 @@ leaves it."""
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import json
 import os
@@ -103,6 +104,30 @@ def train_until_first_checkpoint_then_kill(config_path: Path, run_dir: Path) -> 
     run.wait()
     assert run.returncode == -signal.SIGKILL
     return max(checkpoint_numbers(run_dir))
+
+
+def checkpoint_arrays(run_dir: Path) -> dict:
+    """Every array of the run's last checkpoint (model, optimizer, loss scale) by group and
+    path, read with h5py; the optimizer's own name (adamw, adamw_1, ...) dropped."""
+    import h5py
+    import numpy as np
+
+    index = json.loads((run_dir / "checkpoints" / "checkpoint.json").read_text())
+    arrays = {}
+    with h5py.File(run_dir / "checkpoints" / index["latest"], "r") as handle:
+        for group in handle:
+            for dataset in handle[group].values():
+                path = dataset.attrs["path"]
+                if group != "model":
+                    path = path.partition("/")[2]
+                arrays[f"{group}:{path}"] = np.asarray(dataset[()])
+    return arrays
+
+
+def read_history(run_dir: Path) -> list[dict]:
+    """The rows of run_dir/history.csv, as csv.DictReader gives them (strings)."""
+    with open(run_dir / "history.csv", newline="") as handle:
+        return list(csv.DictReader(handle))
 
 
 def snapshot(folder: Path) -> dict[str, tuple[str, int]]:

@@ -3,7 +3,9 @@
 Training (`make_train_dataset`): parallel interleaved reads of shuffled shards, an example
 shuffle buffer, parse, decode + augment, batch with drop_remainder (static shapes for TPU),
 prefetch. Order is free (deterministic=False) unless a seed is given; with a seed the same
-batches come out on every run. Pass the GLOBAL batch size (per-replica batch x replicas); under
+batches come out on every run. `make_train_epochs` strings whole epochs of it together, each a
+function of (seed, epoch) only, so that a resumed run reads what an uninterrupted one would.
+Pass the GLOBAL batch size (per-replica batch x replicas); under
 JAX over several processes, each process passes its share of the files (`process_share`) and its
 share of the global batch.
 
@@ -45,7 +47,8 @@ def make_train_dataset(
         global_batch_size: B = per-replica batch x replicas.
         augment: "tf" (in-graph, TPU-safe), "albumentations" (host Python, CPU/GPU only) or
             "none" (decode and resize only).
-        seed: None = fastest, order not reproducible; an int = the same batches every run.
+        seed: None = fastest, order not reproducible; an int = the same batches every run and
+            every time the dataset is iterated again.
         shuffle_buffer: examples in the shuffle buffer (<= 1 turns it off).
         repeat: loop forever (steps_per_epoch decides epochs).
         crop_area_min: the random crop keeps a fraction in [crop_area_min, 1] of the image area
@@ -59,19 +62,34 @@ def make_train_dataset(
         augment_ops.check_host_augmentation_allowed()
     _check_positive(image_size=image_size, global_batch_size=global_batch_size)
     deterministic = seed is not None
-    dataset = tf.data.Dataset.from_tensor_slices(files).shuffle(len(files), seed=seed)
-    dataset = dataset.interleave(
-        tf.data.TFRecordDataset,
-        cycle_length=min(len(files), MAX_PARALLEL_FILES),
-        num_parallel_calls=tf.data.AUTOTUNE,
-        deterministic=deterministic,
+    # three streams of the one seed: per-pass orders, per-example and per-batch augmentation
+    pass_seeds, example_seeds, batch_seeds = (
+        tf.data.Dataset.random(seed=None if seed is None else mixed_seed(seed, stream))
+        for stream in range(3)
     )
-    if shuffle_buffer > 1:
-        dataset = dataset.shuffle(shuffle_buffer, seed=seed)
-    if repeat:
-        dataset = dataset.repeat()
-    seeds = tf.data.Dataset.random(seed=seed).batch(2, drop_remainder=True)  # [2] int64 each
-    dataset = tf.data.Dataset.zip(dataset, seeds)
+
+    def one_pass(pass_seed):
+        """Every record of `files` once, in an order that `pass_seed` (int64 scalar) fixes."""
+        names = tf.data.Dataset.from_tensor_slices(files)
+        names = names.shuffle(len(files), seed=pass_seed, reshuffle_each_iteration=False)
+        records = names.interleave(
+            tf.data.TFRecordDataset,
+            cycle_length=min(len(files), MAX_PARALLEL_FILES),
+            num_parallel_calls=tf.data.AUTOTUNE,
+            deterministic=deterministic,
+        )
+        if shuffle_buffer > 1:
+            records = records.shuffle(
+                shuffle_buffer, seed=pass_seed, reshuffle_each_iteration=False
+            )
+        return records
+
+    # Passes one after the other, each with its own seed. No shuffle reshuffles on a new
+    # iteration, so iterating the dataset again gives the same batches (Keras' fit on JAX
+    # iterates once to peek at a batch, then again to train).
+    dataset = (pass_seeds if repeat else pass_seeds.take(1)).flat_map(one_pass)
+    example_seeds = example_seeds.batch(2, drop_remainder=True)  # [2] int64 each
+    dataset = tf.data.Dataset.zip(dataset, example_seeds)
 
     def example(serialized, example_seed):
         record = parse_example(serialized)
@@ -93,7 +111,7 @@ def make_train_dataset(
     dataset = dataset.map(example, num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic)
     dataset = dataset.batch(global_batch_size, drop_remainder=True)
     if augment == "tf":
-        batch_seeds = tf.data.Dataset.random(seed=None if seed is None else seed + 1).batch(2)
+        batch_seeds = batch_seeds.batch(2)
 
         def augment_batch(batch, batch_seed):
             (images, means), labels = batch
@@ -103,6 +121,58 @@ def make_train_dataset(
             augment_batch, num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic
         )
     dataset = dataset.map(lambda image, label: ({"image": image, "label": label}, label))
+    return dataset.prefetch(tf.data.AUTOTUNE)
+
+
+def mixed_seed(*keys: int) -> int:
+    """A seed in [0, 2**31) mixed from integer `keys` by numpy's SeedSequence: nearby keys give
+    unrelated streams (seed + epoch would give epoch e + 1 the stream of epoch e's seed + 1).
+    The data of epoch e of a run seeded s use mixed_seed(s, e); the model's i-th random
+    generator in that epoch mixed_seed(s, e, i) (landmarks.training.callbacks.EpochRandomness)."""
+    import numpy as np
+
+    return int(np.random.SeedSequence([int(key) for key in keys]).generate_state(1)[0] >> 1)
+
+
+def make_train_epochs(
+    files: Sequence[str],
+    image_size: int,
+    global_batch_size: int,
+    *,
+    seed: int,
+    epochs: range,
+    steps_per_epoch: int,
+    **options,
+) -> tf.data.Dataset:
+    """Training batches of epochs `epochs` (0-based, e.g. range(start_epoch, last_epoch)),
+    `steps_per_epoch` batches each, one after the other; batches as `make_train_dataset`'s.
+
+    Epoch e is the first `steps_per_epoch` batches of make_train_dataset(files, ...,
+    seed=mixed_seed(seed, e), repeat=True): its shard order, shuffle and augmentation depend on
+    (seed, e) alone. A run resumed after epoch e therefore trains on the very batches the
+    uninterrupted run trained on, and each epoch starts a fresh pass over the shards. `options`
+    are make_train_dataset's keyword arguments (augment, shuffle_buffer, crop_area_min).
+    """
+    if len(epochs) < 1 or steps_per_epoch < 1:
+        raise ConfigError(f"internal: epochs {epochs}, steps_per_epoch {steps_per_epoch}")
+    passes = [
+        make_train_dataset(
+            files,
+            image_size,
+            global_batch_size,
+            seed=mixed_seed(seed, epoch),
+            repeat=True,
+            **options,
+        ).take(steps_per_epoch)
+        for epoch in epochs
+    ]
+    dataset = passes[0]
+    for later in passes[1:]:
+        dataset = dataset.concatenate(later)
+    # known length (flat_map hides it): Keras counts the epochs' batches from it
+    dataset = dataset.apply(tf.data.experimental.assert_cardinality(len(epochs) * steps_per_epoch))
+    # read ahead across an epoch's end: the next epoch's pipeline starts while this one's last
+    # batches train
     return dataset.prefetch(tf.data.AUTOTUNE)
 
 

@@ -1,4 +1,5 @@
-"""Keras callbacks of a training run: history.csv, validation GAP, NaN stop.
+"""Keras callbacks of a training run: history.csv, validation GAP, NaN stop, and the random
+generators' state at each epoch's start.
 
 Run folder (config.run_dir):
     history.csv       epoch, step, loss, learning_rate, backbone_learning_rate, val_gap
@@ -21,6 +22,7 @@ import math
 import keras
 import numpy as np
 
+from landmarks.data.pipeline import mixed_seed
 from landmarks.errors import LandmarksError
 from landmarks.io_utils import write_refusals_reported, write_text_atomic
 from landmarks.training.checkpoints import (
@@ -135,6 +137,35 @@ class StopOnNaN(keras.callbacks.Callback):
             f"{what}{detail}; {kept_account(checkpoint_dir)}. Lower learning_rate or set "
             f"clip_norm, then rerun to {rerun}."
         )
+
+
+def seed_generator_states(model) -> list:
+    """The state variables of `model`'s random generators (Keras SeedGenerators: Dropout's, the
+    backbone's drop-connect): [2] integers each, (seed, counter). They are in `model.variables`
+    but not in `model.weights`, so checkpoints do not hold them."""
+    weights = {id(weight) for weight in model.weights}
+    return [
+        variable
+        for variable in model.variables
+        if id(variable) not in weights and variable.path.endswith("seed_generator_state")
+    ]
+
+
+class EpochRandomness(keras.callbacks.Callback):
+    """At the start of epoch e, sets the i-th random generator of `model` to state
+    (mixed_seed(seed, e, i), 0): dropout and drop-connect masks are then a function of
+    (seed, epoch) like the data (landmarks.data.pipeline.make_train_epochs), so the epochs of
+    a run resumed from a checkpoint draw the masks the uninterrupted run drew."""
+
+    def __init__(self, model, seed: int):
+        super().__init__()
+        self.states = seed_generator_states(model)
+        self.seed = int(seed)
+
+    def on_epoch_begin(self, epoch, logs=None):
+        for index, state in enumerate(self.states):
+            value = [mixed_seed(self.seed, epoch, index), 0]
+            state.assign(np.asarray(value, dtype=keras.backend.standardize_dtype(state.dtype)))
 
 
 class ValidationGAP(keras.callbacks.Callback):

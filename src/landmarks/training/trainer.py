@@ -168,7 +168,7 @@ def _train(config: Config, setup, plan: TrainingPlan, verbose: int) -> str:
         enabled=setup.is_chief,
     )
     nan_stop = cb.StopOnNaN()
-    callbacks = [nan_stop]
+    callbacks = [cb.EpochRandomness(parts.model, config.seed), nan_stop]
     if plan.holdout_files and setup.multi_worker:
         print("validation GAP is off in multi-worker training (run `infer` on the saved model)")
     elif plan.holdout_files:
@@ -177,17 +177,20 @@ def _train(config: Config, setup, plan: TrainingPlan, verbose: int) -> str:
 
     last_epoch = config.stop_after_epochs or config.epochs
     if start_epoch < last_epoch:
-        from landmarks.data.pipeline import make_train_dataset
+        from landmarks.data.pipeline import make_train_epochs
         from landmarks.data.record_check import naming_bad_records
 
-        dataset = make_train_dataset(
+        # each epoch's batches and dropout masks are a function of (seed, epoch): a resumed run
+        # trains on what the uninterrupted run would have
+        dataset = make_train_epochs(
             plan.process_files,
             config.image_size,
             plan.process_batch,
+            seed=config.seed,
+            epochs=range(start_epoch, last_epoch),
+            steps_per_epoch=plan.steps_per_epoch,
             augment=config.augment,
-            seed=config.seed + start_epoch,  # a resumed run does not replay epoch 1's batches
             shuffle_buffer=config.shuffle_buffer,
-            repeat=True,
             crop_area_min=config.crop_area_min,
         )
         dataset = _targets_per_output(dataset, parts.output_names)
@@ -232,7 +235,10 @@ def _build_and_compile(
     config: Config, plan: TrainingPlan, jit_compile: bool, *, init_from: str = ""
 ) -> _Compiled:
     """build_model with dynamic margins from the class counts, weights of `init_from` (a run of
-    an earlier stage) when given, then compile; the optimizer is built."""
+    an earlier stage) when given, then compile; the optimizer is built (under mixed_float16,
+    a LossScaleOptimizer around ours)."""
+    import keras
+
     from landmarks.models.build import build_model
     from landmarks.training.checkpoints import restore_model_weights
     from landmarks.training.optimization import (
@@ -259,6 +265,10 @@ def _build_and_compile(
         backbone_lr_multiplier=config.backbone_lr_multiplier,
     )
     exclude_vectors_from_decay(optimizer, train_model.trainable_variables)
+    if train_model.dtype_policy.name == "mixed_float16":
+        # Wrapped here, not by compile: the checkpoint and every compile (the multi-worker
+        # trainer's too) must share the one wrapper whose loss scale is saved and restored.
+        optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
     output = train_model.output
     parts = _Compiled(
         model=train_model,
