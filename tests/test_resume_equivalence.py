@@ -18,7 +18,7 @@ from pathlib import Path
 import keras
 import numpy as np
 import pytest
-from training_helpers import checkpoint_arrays, read_history, tiny
+from training_helpers import STEPS, checkpoint_arrays, read_history, tiny
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("tiny_bn_registered")]
 
@@ -28,7 +28,8 @@ pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("tiny_bn_registered")]
 LOSS_RTOL = 1e-6
 WEIGHT_ATOL = 1e-6
 RUNS = {
-    "float32": {"dropout": 0.3, "augment": "tf"},
+    # two steps per execution: an epoch is two whole executions
+    "float32": {"dropout": 0.3, "augment": "tf", "steps_per_execution": 2},
     "mixed_float16": {"precision": "mixed_float16"},
 }
 
@@ -64,7 +65,8 @@ def _resume(runs, mini_records, out: Path) -> Path:
         run_dir = Path(train(_config(mini_records, out, precision), verbose=0))
     finally:
         keras.config.set_dtype_policy(previous)
-    assert [int(row["epoch"]) for row in read_history(run_dir)] == [1, 2]
+    rows = read_history(run_dir)
+    assert [(int(row["epoch"]), int(row["step"])) for row in rows] == [(1, STEPS), (2, 2 * STEPS)]
     return run_dir
 
 

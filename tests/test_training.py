@@ -139,6 +139,23 @@ def test_plan_reads_classes_and_examples_from_the_records(records, mini_landmark
     assert plan.steps_per_epoch == plan.train_examples // 16
 
 
+def test_epochs_hold_whole_executions_of_steps(records, tmp_path):
+    """Keras runs `steps_per_execution` steps at a time, so an epoch of 4 steps at 3 per
+    execution would run 6: one pass is rounded down to whole executions, and a set
+    steps_per_epoch that is not a multiple is refused."""
+    from landmarks.training.plan import check_config
+
+    one_pass = check_config(tiny(records, tmp_path, steps_per_epoch=0)).train_examples // 8
+    for per_execution in (1, 3, 7):
+        config = tiny(records, tmp_path, steps_per_epoch=0, steps_per_execution=per_execution)
+        steps = check_config(config).steps_per_epoch
+        assert steps % per_execution == 0 and one_pass - per_execution < steps <= one_pass
+    with pytest.raises(ConfigError, match=r"steps_per_epoch: 4 is not a multiple of "):
+        check_config(tiny(records, tmp_path, steps_per_epoch=4, steps_per_execution=3))
+    with pytest.raises(ConfigError, match=r"steps_per_execution: 1000 is more than the \d+ "):
+        check_config(tiny(records, tmp_path, steps_per_epoch=0, steps_per_execution=1000))
+
+
 def _records_in(files):
     import tensorflow as tf
 

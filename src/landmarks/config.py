@@ -72,7 +72,7 @@ class Config:
 
     # --- training -------------------------------------------------------------------------
     epochs: int = 10
-    steps_per_epoch: int = 0  # 0 = one pass over the training records
+    steps_per_epoch: int = 0  # 0 = one pass over the records (a multiple of steps_per_execution)
     global_batch_size: int = 0  # examples per step over all replicas; 0 = batch_size x replicas, else must divide by the replica count (and sets the per-replica batch)
     stop_after_epochs: int = 0  # end the run after this many epochs while the schedule spans `epochs` (0 = run all; the 2021 winner's `stop_at`)
     resume_from: str = ""  # a run folder to continue, e.g. the previous Kaggle session's, attached read-only: copied into run_dir when that holds no checkpoints yet (landmarks.training.resume_from)

@@ -142,15 +142,7 @@ def check_config(
     class_counts[labels] = label_map["count"].to_numpy()
 
     train_examples = count_examples(config.records_dir, config.train_split, train_files)
-    if config.steps_per_epoch:
-        steps_per_epoch = config.steps_per_epoch
-    else:
-        steps_per_epoch = train_examples // global_batch
-        if steps_per_epoch < 1:
-            raise ConfigError(
-                f"batch_size: global batch {global_batch} is larger than the {train_examples} "
-                f"training records in {config.records_dir}; lower batch_size or set steps_per_epoch"
-            )
+    steps_per_epoch = _steps_per_epoch(config, train_examples, global_batch)
     total_steps = steps_per_epoch * config.epochs
     warmup_steps = int(round(config.warmup_epochs * steps_per_epoch))
     return TrainingPlan(
@@ -167,6 +159,34 @@ def check_config(
         process_files=process_files,
         process_batch=global_batch // processes,
     )
+
+
+def _steps_per_epoch(config: Config, train_examples: int, global_batch: int) -> int:
+    """`steps_per_epoch`, or one pass over the records rounded down to a multiple of
+    `steps_per_execution`: Keras runs whole executions, so an epoch of 4 steps at 3 per
+    execution would run 6 optimizer steps and read batches of the next epoch. ConfigError when
+    a set `steps_per_epoch` is not such a multiple, or no whole execution fits in one pass."""
+    per_execution = config.steps_per_execution
+    if config.steps_per_epoch:
+        if config.steps_per_epoch % per_execution:
+            raise ConfigError(
+                f"steps_per_epoch: {config.steps_per_epoch} is not a multiple of "
+                f"steps_per_execution ({per_execution}); Keras would run "
+                f"{-(-config.steps_per_epoch // per_execution) * per_execution} steps an epoch"
+            )
+        return config.steps_per_epoch
+    one_pass = train_examples // global_batch
+    if one_pass < 1:
+        raise ConfigError(
+            f"batch_size: global batch {global_batch} is larger than the {train_examples} "
+            f"training records in {config.records_dir}; lower batch_size or set steps_per_epoch"
+        )
+    if one_pass < per_execution:
+        raise ConfigError(
+            f"steps_per_execution: {per_execution} is more than the {one_pass} steps of one "
+            f"pass over {config.records_dir}; lower it to at most {one_pass}"
+        )
+    return one_pass // per_execution * per_execution
 
 
 def _shards_or_error(records_dir: str, split: str, key: str) -> list[str]:
