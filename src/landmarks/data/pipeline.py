@@ -16,6 +16,7 @@ ids and labels kept, the last partial batch kept, order fixed.
 
 from __future__ import annotations
 
+import random
 from collections.abc import Sequence
 
 import tensorflow as tf
@@ -62,32 +63,31 @@ def make_train_dataset(
         augment_ops.check_host_augmentation_allowed()
     _check_positive(image_size=image_size, global_batch_size=global_batch_size)
     deterministic = seed is not None
-    # three streams of the one seed: per-pass orders, per-example and per-batch augmentation
-    pass_seeds, example_seeds, batch_seeds = (
-        tf.data.Dataset.random(seed=None if seed is None else mixed_seed(seed, stream))
-        for stream in range(3)
+    # four streams of the one seed: shard orders, example shuffle, per-example and per-batch
+    # augmentation
+    order_seed, shuffle_seed, examples_seed, batches_seed = (
+        random.randrange(2**31) if seed is None else mixed_seed(seed, stream) for stream in range(4)
     )
-
-    def one_pass(pass_seed):
-        """Every record of `files` once, in an order that `pass_seed` (int64 scalar) fixes."""
-        names = tf.data.Dataset.from_tensor_slices(files)
-        names = names.shuffle(len(files), seed=pass_seed, reshuffle_each_iteration=False)
-        records = names.interleave(
-            tf.data.TFRecordDataset,
-            cycle_length=min(len(files), MAX_PARALLEL_FILES),
-            num_parallel_calls=tf.data.AUTOTUNE,
-            deterministic=deterministic,
+    names = tf.data.Dataset.from_tensor_slices(files)  # the source tf.distribute shards by file
+    names = names.repeat() if repeat else names
+    # Each pass over the shards in its own order, a function of (seed, pass) alone: iterating
+    # the dataset again gives the same batches (Keras' fit on JAX iterates once to peek at a
+    # batch, then again to train), where a shuffle that reshuffles per iteration would not.
+    names = names.batch(len(files)).enumerate()
+    names = names.map(
+        lambda index, batch: tf.random.experimental.stateless_shuffle(
+            batch, seed=tf.stack([tf.constant(order_seed, tf.int64), index])
         )
-        if shuffle_buffer > 1:
-            records = records.shuffle(
-                shuffle_buffer, seed=pass_seed, reshuffle_each_iteration=False
-            )
-        return records
-
-    # Passes one after the other, each with its own seed. No shuffle reshuffles on a new
-    # iteration, so iterating the dataset again gives the same batches (Keras' fit on JAX
-    # iterates once to peek at a batch, then again to train).
-    dataset = (pass_seeds if repeat else pass_seeds.take(1)).flat_map(one_pass)
+    ).unbatch()
+    dataset = names.interleave(
+        tf.data.TFRecordDataset,
+        cycle_length=min(len(files), MAX_PARALLEL_FILES),
+        num_parallel_calls=tf.data.AUTOTUNE,
+        deterministic=deterministic,
+    )
+    if shuffle_buffer > 1:
+        dataset = dataset.shuffle(shuffle_buffer, seed=shuffle_seed, reshuffle_each_iteration=False)
+    example_seeds = tf.data.Dataset.random(seed=examples_seed)
     example_seeds = example_seeds.batch(2, drop_remainder=True)  # [2] int64 each
     dataset = tf.data.Dataset.zip(dataset, example_seeds)
 
@@ -111,7 +111,7 @@ def make_train_dataset(
     dataset = dataset.map(example, num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic)
     dataset = dataset.batch(global_batch_size, drop_remainder=True)
     if augment == "tf":
-        batch_seeds = batch_seeds.batch(2)
+        batch_seeds = tf.data.Dataset.random(seed=batches_seed).batch(2)
 
         def augment_batch(batch, batch_seed):
             (images, means), labels = batch
