@@ -68,7 +68,7 @@ def make_train_dataset(
     order_seed, shuffle_seed, examples_seed, batches_seed = (
         random.randrange(2**31) if seed is None else mixed_seed(seed, stream) for stream in range(4)
     )
-    names = tf.data.Dataset.from_tensor_slices(files)  # the source tf.distribute shards by file
+    names = tf.data.Dataset.from_tensor_slices(files)
     names = names.repeat() if repeat else names
     # Each pass over the shards in its own order, a function of (seed, pass) alone: iterating
     # the dataset again gives the same batches (Keras' fit on JAX iterates once to peek at a
