@@ -65,8 +65,7 @@ def _resume(runs, mini_records, out: Path) -> Path:
         run_dir = Path(train(_config(mini_records, out, precision), verbose=0))
     finally:
         keras.config.set_dtype_policy(previous)
-    rows = read_history(run_dir)
-    assert [(int(row["epoch"]), int(row["step"])) for row in rows] == [(1, STEPS), (2, 2 * STEPS)]
+    assert [int(row["epoch"]) for row in read_history(run_dir)] == [1, 2]
     return run_dir
 
 
@@ -75,6 +74,8 @@ def _differences(resumed: Path, reference: Path) -> list[str]:
     then the final checkpoint's variables by path."""
     found = []
     for row, expected in zip(read_history(resumed), read_history(reference), strict=True):
+        if row["step"] != expected["step"]:
+            found.append(f"epoch {row['epoch']} step {row['step']} != {expected['step']}")
         if not np.isclose(float(row["loss"]), float(expected["loss"]), rtol=LOSS_RTOL, atol=0):
             found.append(f"epoch {row['epoch']} loss {row['loss']} != {expected['loss']}")
         if row["val_gap"] != expected["val_gap"]:
@@ -92,6 +93,9 @@ def test_a_resumed_run_equals_the_uninterrupted_run(runs, mini_records, tmp_path
     precision, reference, _ = runs
     resumed = _resume(runs, mini_records, tmp_path / "resumed")
     assert _differences(resumed, reference) == []
+    if precision == "float32":  # under mixed_float16 the loss scale skips overflowing steps
+        steps = [int(row["step"]) for row in read_history(resumed)]
+        assert steps == [STEPS, 2 * STEPS]  # 2 whole executions of 2 steps an epoch
     if precision == "mixed_float16":
         assert any(path.startswith("loss_scale:") for path in checkpoint_arrays(resumed))
 
