@@ -13,7 +13,6 @@ batch of 16 holds the next 8 records of each shard; over two processes each read
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 import signal
@@ -24,6 +23,7 @@ import time
 from pathlib import Path
 
 import pytest
+from training_helpers import history_differences, read_history
 
 WORKER = Path(__file__).with_name("jax_processes_worker.py")
 STEPS = 4
@@ -88,16 +88,10 @@ def _kill_after_first_checkpoint(processes: list, out: Path) -> subprocess.Popen
     return processes[-1]
 
 
-def _history(out: Path) -> list[dict]:
-    with open(out / "run" / "history.csv", newline="") as handle:
-        return list(csv.DictReader(handle))
-
-
 def _assert_same_epochs(rows: list[dict], reference: list[dict]) -> None:
-    """The epochs of `rows` have the reference's losses (to LOSS_RTOL) and validation GAP."""
-    for row, expected in zip(rows, reference, strict=False):
-        assert float(row["loss"]) == pytest.approx(float(expected["loss"]), rel=LOSS_RTOL)
-        assert float(row["val_gap"]) == pytest.approx(float(expected["val_gap"]), abs=1e-6)
+    """The epochs of `rows` have the reference's steps, losses (to LOSS_RTOL) and validation
+    GAP (to 1e-6)."""
+    assert history_differences(rows, reference, loss_rtol=LOSS_RTOL, gap_atol=1e-6) == []
 
 
 def _assert_killed_early(rows: list[dict]) -> None:
@@ -110,16 +104,16 @@ def test_eight_devices_and_two_processes_match_one_device_and_resume_after_a_kil
     one = tmp_path / "one"
     log = _finish(_start(mini_records, one, "one", _env(1)), tmp_path / "one.log")
     assert "training on cpu x1 (jax, one device)" in log
-    reference = _history(one)
+    reference = read_history(one / "run")
 
     eight = tmp_path / "eight"
     _kill_after_first_checkpoint([_start(mini_records, eight, "eight", _env(8))], eight)
-    _assert_killed_early(_history(eight))
+    _assert_killed_early(read_history(eight / "run"))
     assert (
         "training on cpu x8 (jax, DataParallel), float32, global batch 16,"
         in (tmp_path / "eight.log").read_text()
     )
-    _assert_same_epochs(_history(eight), reference)
+    _assert_same_epochs(read_history(eight / "run"), reference)
 
     two, port = tmp_path / "two", _free_port()
     pair = [_start(mini_records, two, f"two-{p}", _env(4, port, p, 2)) for p in (0, 1)]
@@ -133,8 +127,8 @@ def test_eight_devices_and_two_processes_match_one_device_and_resume_after_a_kil
         "training on cpu x8 (jax, DataParallel, 8 devices over 2 processes), float32, "
         "global batch 16 (8 per process)"
     ) in (tmp_path / "two-0.log").read_text()
-    _assert_killed_early(_history(two))
-    _assert_same_epochs(_history(two), reference)
+    _assert_killed_early(read_history(two / "run"))
+    _assert_same_epochs(read_history(two / "run"), reference)
     # Process 0 wrote the run folder (history, checkpoint and index, config, best model);
     # process 1 wrote nothing under it, not even a folder.
     chief_writes = (tmp_path / "two-0.writes").read_text()
@@ -147,7 +141,7 @@ def test_eight_devices_and_two_processes_match_one_device_and_resume_after_a_kil
     assert "training on cpu x4 (jax, DataParallel)" in log
     finished = index["finished_epochs"]
     assert f"epoch {finished} done, step {finished * STEPS}" in log
-    rows = _history(two)
+    rows = read_history(two / "run")
     assert [int(r["step"]) for r in rows] == [STEPS, 2 * STEPS, 3 * STEPS]
     assert [r["learning_rate"] for r in rows] == [r["learning_rate"] for r in reference]
     # the resumed epochs trained on the one-device run's batches from its state

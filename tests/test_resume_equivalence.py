@@ -18,7 +18,7 @@ from pathlib import Path
 import keras
 import numpy as np
 import pytest
-from training_helpers import STEPS, checkpoint_arrays, read_history, tiny
+from training_helpers import STEPS, checkpoint_arrays, history_differences, read_history, tiny
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("tiny_bn_registered")]
 
@@ -72,14 +72,9 @@ def _resume(runs, mini_records, out: Path) -> Path:
 def _differences(resumed: Path, reference: Path) -> list[str]:
     """What differs between two run folders beyond the tolerances: history losses and val GAP,
     then the final checkpoint's variables by path."""
-    found = []
-    for row, expected in zip(read_history(resumed), read_history(reference), strict=True):
-        if row["step"] != expected["step"]:
-            found.append(f"epoch {row['epoch']} step {row['step']} != {expected['step']}")
-        if not np.isclose(float(row["loss"]), float(expected["loss"]), rtol=LOSS_RTOL, atol=0):
-            found.append(f"epoch {row['epoch']} loss {row['loss']} != {expected['loss']}")
-        if row["val_gap"] != expected["val_gap"]:
-            found.append(f"epoch {row['epoch']} val_gap {row['val_gap']} != {expected['val_gap']}")
+    rows, expected = read_history(resumed), read_history(reference)
+    assert [row["epoch"] for row in rows] == [row["epoch"] for row in expected]
+    found = history_differences(rows, expected, loss_rtol=LOSS_RTOL)
     mine, theirs = checkpoint_arrays(resumed), checkpoint_arrays(reference)
     assert set(mine) == set(theirs)
     for path in sorted(mine):

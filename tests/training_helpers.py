@@ -130,6 +130,32 @@ def read_history(run_dir: Path) -> list[dict]:
         return list(csv.DictReader(handle))
 
 
+def history_differences(
+    rows: list[dict], reference: list[dict], *, loss_rtol: float, gap_atol: float = 0.0
+) -> list[str]:
+    """How the history.csv `rows` of a run differ from `reference` (the uninterrupted run's)
+    at the same epochs: the step (equal), the loss (within loss_rtol of the reference's), the
+    validation GAP (within gap_atol, or empty in both); an epoch missing from the reference
+    counts too. [] when they agree."""
+    by_epoch = {row["epoch"]: row for row in reference}
+    found = []
+    for row in rows:
+        epoch, expected = row["epoch"], by_epoch.get(row["epoch"])
+        if expected is None:
+            found.append(f"epoch {epoch}: not in the reference")
+            continue
+        if row["step"] != expected["step"]:
+            found.append(f"epoch {epoch} step {row['step']} != {expected['step']}")
+        loss, reference_loss = float(row["loss"]), float(expected["loss"])
+        if abs(loss - reference_loss) > loss_rtol * abs(reference_loss):
+            found.append(f"epoch {epoch} loss {row['loss']} != {expected['loss']}")
+        gap, reference_gap = row["val_gap"], expected["val_gap"]
+        empty = gap == "" or reference_gap == ""
+        if gap != reference_gap if empty else abs(float(gap) - float(reference_gap)) > gap_atol:
+            found.append(f"epoch {epoch} val_gap {gap} != {reference_gap}")
+    return found
+
+
 def snapshot(folder: Path) -> dict[str, tuple[str, int]]:
     """relative path -> (sha256, mode) of every file: what a read-only source must keep."""
     return {
