@@ -226,6 +226,19 @@ def test_unseen_landmarks_names_an_old_or_missing_build(tmp_path):
         demo.unseen_landmarks(tmp_path)
 
 
+@pytest.mark.parametrize("text", ['{"format": 2, "se', "[2]"])
+def test_a_damaged_build_summary_is_named_by_every_reader(tmp_path, text):
+    """mini-landmarks.json cut off or not an object: one DataError naming it and the rebuild,
+    from each of its readers (the demo's own check of the build included)."""
+    from landmarks.demo_flow import _ensure_data
+
+    (tmp_path / demo.MARKER).write_text(text)
+    readers = (demo.unseen_landmarks, demo.real_photo_queries, lambda d: _ensure_data(d, print))
+    for reader in readers:
+        with pytest.raises(DataError, match=r"mini-landmarks.json: .*demo-data --out"):
+            reader(str(tmp_path))
+
+
 def test_second_photograph_table_matches_the_pixels():
     """Independent check of SECOND_PHOTOS / SAME_PHOTOGRAPHS on the cached photos: copies of the
     same photograph correlate almost perfectly at 32x32, different photographs do not."""

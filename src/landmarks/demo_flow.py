@@ -171,10 +171,9 @@ def summary_line(metrics: dict) -> str:
 
 
 def _ensure_data(data_dir: str, log) -> None:
-    from landmarks.data.demo import FORMAT, MARKER, build_demo_data
+    from landmarks.data.demo import FORMAT, MARKER, build_demo_data, read_build_summary
 
-    marker = Path(data_dir) / MARKER
-    if marker.is_file() and json.loads(marker.read_text()).get("format") == FORMAT:
+    if (Path(data_dir) / MARKER).is_file() and read_build_summary(data_dir).get("format") == FORMAT:
         return
     log(f"== building mini-landmarks in {data_dir}")
     build_demo_data(data_dir, seed=0, log=log)

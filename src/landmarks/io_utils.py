@@ -54,6 +54,26 @@ def read_text(path: str) -> str:
         ) from error
 
 
+def read_json_object(path: str, advice: str) -> dict:
+    """A JSON object file (a build's manifest, mini-landmarks.json...); FileNotFoundError when
+    absent, DataError naming it and `advice` when it is cut off, not JSON, or not an object."""
+    import json
+
+    from landmarks.errors import DataError
+
+    text = read_text(path)
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise DataError(
+            f"{path}: not valid JSON, cut off or damaged ({error.msg} at line {error.lineno}); "
+            f"{advice}"
+        ) from error
+    if not isinstance(value, dict):
+        raise DataError(f"{path}: expected a JSON object, got {json.dumps(value)[:40]}; {advice}")
+    return value
+
+
 def read_bytes(path: str) -> bytes:
     """Whole file as bytes; FileNotFoundError when it does not exist."""
     if _is_remote(path):

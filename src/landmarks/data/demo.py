@@ -157,10 +157,7 @@ def real_photo_queries(data_dir: str | Path) -> dict[str, int]:
     DataError naming the file when the folder is not a complete mini-landmarks build.
     """
     root = Path(data_dir)
-    marker = root / MARKER
-    if not marker.is_file():
-        raise DataError(f"{marker}: missing; {root} is not a complete mini-landmarks build")
-    seed = json.loads(marker.read_text())["seed"]
+    seed = read_build_summary(root)["seed"]
     with open(root / "credits.csv", newline="", encoding="utf-8") as handle:
         keys = [
             row["photo"] for row in csv.DictReader(handle) if row["role"] == "second photograph"
@@ -180,13 +177,25 @@ def real_photo_queries(data_dir: str | Path) -> dict[str, int]:
     return queries
 
 
+def read_build_summary(data_dir: str | Path) -> dict:
+    """mini-landmarks.json of the build in `data_dir` (the summary build_demo_data returns).
+    DataError naming the file when it is missing (not a complete build), cut off, not JSON or
+    not an object."""
+    from landmarks.io_utils import read_json_object
+
+    marker = Path(data_dir) / MARKER
+    if not marker.is_file():
+        raise DataError(f"{marker}: missing; {data_dir} is not a complete mini-landmarks build")
+    return read_json_object(
+        str(marker), f"rebuild it: python -m landmarks demo-data --out {data_dir}"
+    )
+
+
 def unseen_landmarks(data_dir: str | Path) -> list[int]:
     """The ids of the landmarks left out of train/ (sorted), from mini-landmarks.json.
     DataError naming the file when it is missing or from a build before unseen landmarks."""
     marker = Path(data_dir) / MARKER
-    if not marker.is_file():
-        raise DataError(f"{marker}: missing; {data_dir} is not a complete mini-landmarks build")
-    summary = json.loads(marker.read_text())
+    summary = read_build_summary(data_dir)
     if "unseen_landmarks" not in summary:
         raise DataError(
             f"{marker}: built before unseen landmarks (format {summary.get('format')}); rebuild "

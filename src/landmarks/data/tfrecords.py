@@ -46,7 +46,7 @@ from landmarks.data import gldv2, tables
 from landmarks.errors import ConfigError, DataError
 from landmarks.io_utils import (
     check_writable_folder,
-    read_text,
+    read_json_object,
     write_refusals_reported,
     write_text_atomic,
 )
@@ -469,7 +469,7 @@ def build_result(out_dir: str, split: str, task_index: int, num_tasks: int) -> d
     from landmarks.data.shard_writer import BUILD_DIR, join
 
     if _missing_tasks(out_dir, split, num_tasks):
-        return _read_json_object(
+        return read_json_object(
             join(join(out_dir, BUILD_DIR), _task_file(split, task_index, num_tasks)),
             "rerun that task of prepare",
         )
@@ -521,7 +521,7 @@ def merge_manifests(out_dir: str, split: str | None = None) -> dict:
                 f"{', '.join(map(str, missing))}; run prepare with --task-index for each"
             )
         tasks = [
-            _read_json_object(
+            read_json_object(
                 join(folder, _task_file(build_split, i, num_tasks)), "rerun that task of prepare"
             )
             for i in range(num_tasks)
@@ -537,7 +537,7 @@ def _read_manifest(out_dir: str) -> dict:
 
     path = join(out_dir, MANIFEST)
     try:
-        manifest = _read_json_object(path, _REBUILD_MANIFEST.format(out_dir=out_dir))
+        manifest = read_json_object(path, _REBUILD_MANIFEST.format(out_dir=out_dir))
     except FileNotFoundError:
         manifest = {}
     manifest.setdefault("format", FORMAT_VERSION)
@@ -681,7 +681,7 @@ def read_manifest(records_dir: str) -> dict:
     path = join(records_dir, MANIFEST)
     advice = _REBUILD_MANIFEST.format(out_dir=records_dir)
     try:
-        manifest = _read_json_object(path, advice)
+        manifest = read_json_object(path, advice)
     except FileNotFoundError as error:
         raise DataError(
             f"{records_dir}: no {MANIFEST}; run `python -m landmarks prepare` first"
@@ -702,22 +702,6 @@ def read_manifest(records_dir: str) -> dict:
     if not valid:
         raise DataError(f'{path}: not a records manifest (no valid "splits"); {advice}')
     return manifest
-
-
-def _read_json_object(path: str, advice: str) -> dict:
-    """A JSON object file of the build; FileNotFoundError when absent, DataError naming it and
-    `advice` when it is cut off, not JSON, or not an object."""
-    text = read_text(path)
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as error:
-        raise DataError(
-            f"{path}: not valid JSON, cut off or damaged ({error.msg} at line {error.lineno}); "
-            f"{advice}"
-        ) from error
-    if not isinstance(value, dict):
-        raise DataError(f"{path}: expected a JSON object, got {json.dumps(value)[:40]}; {advice}")
-    return value
 
 
 def list_shards(records_dir: str, split: str) -> list[str]:
